@@ -1,0 +1,103 @@
+"""Sample images, overlays, figures and the command line."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import xai_helpers as xh
+from xai_helpers.__main__ import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_samples_listed_and_loadable():
+    photos = {"chelsea", "coffee", "astronaut", "rocket", "china", "flower", "grace_hopper", "camera"}
+    assert photos | {"cat_and_coffee", "two_cats"} <= set(xh.SAMPLES)
+    for name in xh.SAMPLES:
+        img = xh.load_image(name)
+        assert img.mode == "RGB" and min(img.size) >= 200
+
+
+def test_every_sample_has_source_and_licence():
+    readme = (ROOT / "data" / "README.md").read_text()
+    for name in xh.SAMPLES:
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{name}")), None)
+        assert row is not None, f"data/README.md has no row for {name}"
+        assert re.search(r"CC0|public domain|CC BY|Apache|derived", row, re.I), row
+
+
+def test_load_image_sources(tmp_path):
+    path = xh.sample_path("coffee")
+    from_name = xh.load_image("coffee")
+    for source in (path, str(path), path.read_bytes(), Image.open(path)):
+        assert np.array_equal(np.asarray(xh.load_image(source)), np.asarray(from_name))
+
+
+def test_overlay_at_photo_size():
+    photo = xh.load_image("chelsea")
+    heat = torch.zeros(7, 7)
+    heat[0, 0] = 1.0
+    out = xh.overlay(photo, heat, alpha=1.0, cmap="viridis")
+    assert out.size == photo.size and out.mode == "RGB"
+    # alpha=1: pure colormap; the top-left is yellow (viridis(1)), the bottom-right dark purple (viridis(0)).
+    top_left, bottom_right = np.asarray(out)[0, 0], np.asarray(out)[-1, -1]
+    assert top_left[0] > 200 and top_left[1] > 200 and top_left[2] < 80
+    assert tuple(bottom_right) == (68, 1, 84)
+    assert np.array_equal(np.asarray(xh.overlay(photo, heat, alpha=0.0)), np.asarray(photo))
+
+
+def test_overlay_errors():
+    with pytest.raises(ValueError, match="alpha must be between 0 and 1"):
+        xh.overlay("chelsea", torch.zeros(4, 4), alpha=1.5)
+    with pytest.raises(ValueError, match="colour-blind-safe choices are viridis"):
+        xh.overlay("chelsea", torch.zeros(4, 4), cmap="no-such-map")
+    with pytest.raises(ValueError, match=r"index the batch, e\.g\. heat\[0\]"):
+        xh.overlay("chelsea", torch.zeros(2, 4, 4))
+
+
+def test_plot_overlays_has_colourbar_and_titles():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heats = {"Grad-CAM": torch.rand(8, 8), "CAM": torch.rand(8, 8)}
+    fig = xh.plot_overlays("chelsea", heats, subtitles={"CAM": "Egyptian cat (77.3%)"}, title="t")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "original" in titles and "Grad-CAM" in titles and "CAM\nEgyptian cat (77.3%)" in titles
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_cli_explain_all_methods(tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    assert main(["explain", "coffee", "--method", "all", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "1. espresso" in text
+    for method in ("CAM", "Grad-CAM", "Grad-CAM++", "Score-CAM"):
+        assert re.search(rf"{re.escape(method)}\s+\d+ ms", text), method
+    img = Image.open(out)
+    assert img.width > 4 * img.height / 2  # original + 4 overlays in one row
+
+
+def test_cli_errors(capsys):
+    assert main(["explain", "no_such_image", "--method", "cam"]) == 2
+    assert "no image file at 'no_such_image'" in capsys.readouterr().err
+    assert main(["explain", "coffee", "--method", "cam", "--target", "1000"]) == 2
+    assert "valid classes are 0..999" in capsys.readouterr().err
+
+
+def test_cli_as_module(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "xai_helpers", "explain", "chelsea", "--method", "grad-cam", "--target", "285",
+         "--out", str(tmp_path / "cat.png")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "explaining class 285 'Egyptian cat'" in result.stdout and (tmp_path / "cat.png").is_file()

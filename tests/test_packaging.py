@@ -1,0 +1,47 @@
+"""Project plumbing: environment.yml agrees with pyproject.toml, CI runs the README's test command."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~ \[]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def _pyproject_requirements() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in ("notebooks", "test"):
+        reqs += project["optional-dependencies"][extra]
+    return {_name(r): r.replace(" ", "") for r in reqs}
+
+
+def _environment_requirements() -> dict[str, str]:
+    found = {}
+    text = (ROOT / "environment.yml").read_text()
+    for line in text[text.index("dependencies:") :].splitlines():
+        m = re.match(r"\s+- ([A-Za-z0-9_.\-]+[^#]*)$", line)
+        if m and not m.group(1).startswith(("pip", "python=")):
+            req = m.group(1).strip()
+            found[_name(req)] = req.replace(" ", "")
+    return found
+
+
+def test_environment_yml_matches_pyproject():
+    py = _pyproject_requirements()
+    conda = _environment_requirements()
+    expected = {CONDA_NAMES.get(name, name): req.replace(name, CONDA_NAMES.get(name, name), 1) for name, req in py.items()}
+    assert set(conda) == set(expected), f"only in pyproject: {set(expected) - set(conda)}; only in environment.yml: {set(conda) - set(expected)}"
+    for name, req in expected.items():
+        assert conda[name] == req, f"{name}: environment.yml has {conda[name]}, pyproject.toml {req}"
+
+
+def test_ci_runs_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python3 dev.py test" in readme and "python3 dev.py lab" in readme
+    assert re.search(r"^python3 dev\.py test\b", ci, re.M)

@@ -1,0 +1,87 @@
+"""Command line: ``python -m xai_helpers explain IMAGE_OR_SAMPLE [options]``.
+
+Prints the top-5 predictions and the time each method took, and writes a
+figure with the original and one overlay per method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+CHOICES = {"cam": "CAM", "grad-cam": "Grad-CAM", "grad-cam++": "Grad-CAM++", "score-cam": "Score-CAM"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m xai_helpers", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    explain = sub.add_parser("explain", help="explain one image with CAM methods")
+    explain.add_argument("image", help="a path, or a sample name (see `python -m xai_helpers samples`)")
+    explain.add_argument("--method", default="all", choices=["all", *CHOICES], help="which method (default: all)")
+    explain.add_argument("--target", type=int, default=None, help="class index to explain (default: top-1)")
+    explain.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (default) or resnet50")
+    explain.add_argument("--out", default=None, help="figure to write (default: IMAGE_explained.png)")
+    explain.add_argument("--cmap", default="viridis", help="colormap (default: viridis)")
+    explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1 (default: 0.5)")
+    sub.add_parser("samples", help="list the sample photos")
+    return parser
+
+
+def explain(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    import xai_helpers as xh
+
+    image = xh.load_image(args.image)
+    loaded = xh.load_model(args.model)
+    x = loaded.preprocess(image)
+    print(f"{args.image}: {image.width}x{image.height}, model {loaded.name}")
+    print("top-5 predictions:")
+    probs = {}
+    for rank, (index, name, p) in enumerate(loaded.predict(x, k=5), start=1):
+        probs[index] = p
+        print(f"  {rank}. {name:<32} (class {index:>3})  {p:6.1%}")
+    if args.target is not None and not 0 <= args.target < len(loaded.categories):
+        raise ValueError(f"--target {args.target} is out of range; valid classes are 0..{len(loaded.categories) - 1}")
+    target = args.target if args.target is not None else loaded.predict(x, k=1)[0][0]
+    if target not in probs:
+        with torch.no_grad():
+            probs[target] = float(loaded.model(x).softmax(-1)[0, target])
+    label = f"{loaded.categories[target]} ({probs[target]:.1%})"
+    methods = list(CHOICES.values()) if args.method == "all" else [CHOICES[args.method]]
+    heats = {}
+    print(f"explaining class {target} '{loaded.categories[target]}':")
+    for name in methods:
+        start = time.perf_counter()
+        heats[name] = xh.METHODS[name](loaded.model, x, loaded.target_layer, target=target)[0]
+        print(f"  {name:<11} {(time.perf_counter() - start) * 1000:8.0f} ms")
+    out = Path(args.out) if args.out else Path(f"{Path(str(args.image)).stem}_explained.png")
+    fig = xh.plot_overlays(image, heats, subtitles={n: label for n in heats}, alpha=args.alpha, cmap=args.cmap)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "samples":
+            import xai_helpers as xh
+
+            print("\n".join(xh.SAMPLES))
+            return 0
+        return explain(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""CAM: class activation mapping (Zhou et al. 2016, "Learning Deep Features for Discriminative Localization").
+
+For a network whose head is global average pooling followed by one Linear
+layer, the class score is (Eq. 2 of the paper, bias dropped)
+
+    S_c = sum_k w_k^c * (1/Z) sum_{x,y} A^k(x, y)  =  (1/Z) sum_{x,y} M_c(x, y),
+    M_c(x, y) = sum_k w_k^c A^k(x, y),
+
+so the class activation map M_c is the fc weight of class c applied to every
+spatial position of the last feature map.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .core import Target, check_input, finish, resolve_targets
+from .hooks import evaluating, LayerCapture
+
+__all__ = ["cam", "find_gap_linear"]
+
+_NEEDS_HEAD = (
+    "CAM needs a head that is global average pooling of this layer followed by a single Linear layer "
+    "(Zhou et al. 2016); {why}. Use Grad-CAM, which works with any differentiable head."
+)
+
+
+def find_gap_linear(model: nn.Module, x: torch.Tensor, layer: nn.Module) -> nn.Linear:
+    """Find the Linear layer that maps GAP(layer output) straight to the logits.
+
+    Runs one forward pass and checks two facts rather than trusting module
+    names: the Linear's output *is* the model's output, and its input equals
+    the spatial mean of the layer's activation. Raises ValueError otherwise.
+    """
+    check_input(model, x, layer)
+    activation, logits, seen = _forward(model, x[:1], layer, record_linears=True)
+    return _match_head(seen, activation, logits)
+
+
+def _forward(model: nn.Module, x: torch.Tensor, layer: nn.Module, record_linears: bool):
+    """One inference pass: (activation, logits, [(linear, its input, its output), ...])."""
+    seen: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
+    handles = []
+    if record_linears:
+        handles = [
+            m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0], out)))
+            for m in model.modules()
+            if isinstance(m, nn.Linear)
+        ]
+    try:
+        with evaluating(model), torch.inference_mode(), LayerCapture(layer) as cap:
+            logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return cap.check(), logits, seen
+
+
+def _match_head(seen, activation: torch.Tensor, logits: torch.Tensor) -> nn.Linear:
+    final = [(m, inp) for m, inp, out in seen if out is logits]
+    if not final:
+        raise ValueError(_NEEDS_HEAD.format(why="the model's output is not produced by an nn.Linear"))
+    fc, fc_input = final[-1]
+    pooled = activation.float().mean((2, 3))
+    if fc_input.shape != pooled.shape or not torch.allclose(fc_input.float(), pooled, rtol=1e-4, atol=1e-5):
+        raise ValueError(
+            _NEEDS_HEAD.format(
+                why=f"the final Linear ({fc.in_features} inputs) does not receive the global average of this "
+                f"layer's {activation.shape[1]}-channel output"
+            )
+        )
+    return fc
+
+
+def cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: nn.Module,
+    target: Target = None,
+    fc: nn.Linear | None = None,
+) -> torch.Tensor:
+    """Class activation maps, M_c = sum_k w_k^c A^k (Zhou et al. 2016, Eq. 2).
+
+    Args:
+        model: a classifier whose head is GAP(layer) -> Linear.
+        x: (N, 3, H, W) input batch.
+        layer: the module whose output is pooled.
+        target: None (each image's top-1), an int, or N ints.
+        fc: the final Linear; detected (and verified) when None.
+
+    Returns:
+        (N, H, W) float32 heatmaps in [0, 1].
+
+    Example:
+        >>> heat = cam(m.model, x, m.target_layer)  # doctest: +SKIP
+    """
+    check_input(model, x, layer)
+    # One forward pass does everything: the activation, the logits (for
+    # target=None) and, when fc is not given, the evidence to find it.
+    activation, logits, seen = _forward(model, x, layer, record_linears=fc is None)
+    if fc is None:
+        fc = _match_head(seen, activation, logits)
+    elif not isinstance(fc, nn.Linear) or fc.in_features != activation.shape[1]:
+        got = f"Linear with {fc.in_features} inputs" if isinstance(fc, nn.Linear) else type(fc).__name__
+        raise ValueError(f"fc must be an nn.Linear with {activation.shape[1]} inputs (the layer's channels), got {got}")
+    targets = resolve_targets(target, logits)
+    if int(targets.max()) >= fc.out_features:
+        raise ValueError(f"target {int(targets.max())} is out of range; valid classes are 0..{fc.out_features - 1}")
+    with torch.inference_mode():
+        weights = fc.weight[targets].to(activation.dtype)  # (N, C): w^c for each image's class
+        maps = torch.einsum("nc,nchw->nhw", weights, activation)
+    return finish(maps, x.shape[-2:])

@@ -1,0 +1,122 @@
+"""Hooks as resources that are always released.
+
+Every method in this package runs the model inside :func:`evaluating` and
+captures the chosen layer with :class:`LayerCapture`; both undo everything
+they changed in ``__exit__``, exceptions included, so the caller's model comes
+back exactly as it went in: same train/eval flags, no hooks left behind,
+parameters' ``.grad`` and ``requires_grad`` untouched.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["evaluating", "LayerCapture", "module_name"]
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode, then restore each one's own flag.
+
+    Restoring per module (not just ``model.train(was_training)``) keeps mixed
+    set-ups intact, such as a training model with frozen BatchNorm layers.
+    """
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def module_name(model: nn.Module, layer: nn.Module) -> str:
+    """Qualified name of ``layer`` inside ``model``; ValueError if it is not part of it."""
+    for name, module in model.named_modules():
+        if module is layer:
+            return name or "<the model itself>"
+    raise ValueError(
+        f"layer {type(layer).__name__} is not a submodule of the model; pass one of the model's modules, "
+        "e.g. model.features[-1] or model.layer4"
+    )
+
+
+class LayerCapture:
+    """Record the output A of ``layer`` during one forward pass.
+
+    With ``grad=True`` the forward pass is meant to run under ``torch.no_grad()``:
+    the hook then detaches A, marks it as requiring grad and switches grad mode
+    on for the rest of the pass. Only the layers *after* A build an autograd
+    graph, so ``torch.autograd.grad(score, capture.activation)`` costs a backward
+    pass through the head alone, works on frozen models (A is a fresh leaf),
+    and never writes parameter ``.grad``.
+
+    Either way A is kept apart from the tensor the rest of the network sees
+    (a clone), so an in-place operation after the layer (``ReLU(inplace=True)``)
+    cannot overwrite the recorded values.
+
+    Example::
+
+        with torch.no_grad(), LayerCapture(model.features.head, grad=True) as cap:
+            logits = model(x)
+        grads, = torch.autograd.grad(logits[:, c].sum(), cap.activation)
+    """
+
+    def __init__(self, layer: nn.Module, grad: bool = False):
+        self.layer = layer
+        self.grad = grad
+        self.activation: torch.Tensor | None = None
+        self.calls = 0
+        self._handle = None
+        self._grad_mode = None
+
+    def _hook(self, module, inputs, output):
+        self.calls += 1
+        if not isinstance(output, torch.Tensor):
+            raise ValueError(
+                f"the layer returns {type(output).__name__}, not a tensor; choose a layer whose output is (N, C, h, w)"
+            )
+        if self.calls > 1:
+            # The second call would silently replace the first: refuse instead.
+            return None
+        if self.grad:
+            self.activation = output.detach().requires_grad_(True)
+            torch.set_grad_enabled(True)
+            return self.activation.clone()
+        # Keep a private copy: an in-place op downstream must not change it.
+        self.activation = output.detach().clone()
+        return None
+
+    def __enter__(self) -> "LayerCapture":
+        self._grad_mode = torch.is_grad_enabled()
+        self._handle = self.layer.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # Never swallows the exception: returns None.
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        torch.set_grad_enabled(self._grad_mode)
+
+    def check(self) -> torch.Tensor:
+        """The captured (N, C, h, w) activation, or a ValueError saying why there is none."""
+        if self.calls == 0 or self.activation is None:
+            raise ValueError(
+                f"the layer {type(self.layer).__name__} never ran in the forward pass; "
+                "choose a module that the model's forward actually calls"
+            )
+        if self.calls > 1:
+            raise ValueError(
+                f"the layer {type(self.layer).__name__} ran {self.calls} times in one forward pass, "
+                "so its activation is ambiguous; choose a module that runs once"
+            )
+        if self.activation.ndim != 4:
+            raise ValueError(
+                f"the layer's output has shape {tuple(self.activation.shape)}; CAM methods need a (N, C, h, w) feature map"
+            )
+        return self.activation
