@@ -60,15 +60,13 @@ def main(argv: list[str]) -> int:
         return 2
     command, rest = argv[0], argv[1:]
     ensure_venv(EXTRAS[command])
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
         if command == "test":
             run(PYTHON, "-m", "pytest", *rest, env=env)
         elif command == "lab":
-            env.pop("MPLBACKEND")
             run(PYTHON, "-m", "jupyter", "lab", "notebooks", *rest, env=env)
         elif command == "voila":
-            env.pop("MPLBACKEND")
             run(PYTHON, "-m", "voila", "notebooks/05_comparison_dashboard.ipynb", *rest, env=env)
         elif command == "notebooks":
             run(PYTHON, "scripts/execute_notebooks.py", *rest, env=env)
