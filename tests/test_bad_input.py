@@ -111,8 +111,10 @@ def test_score_cam_options(small_cnn):
 
 
 def test_cam_with_wrong_fc(small_cnn):
-    with pytest.raises(ValueError, match="fc must be an nn.Linear with 12 inputs"):
+    with pytest.raises(ValueError, match="fc must be an nn.Linear with 12 inputs .* and 5 outputs"):
         xh.cam(small_cnn, torch.randn(1, 3, 16, 16), small_cnn.features[5], fc=nn.Linear(7, 5))
+    with pytest.raises(ValueError, match=r"got Linear\(12, 9\)"):
+        xh.cam(small_cnn, torch.randn(1, 3, 16, 16), small_cnn.features[5], fc=nn.Linear(12, 9))
 
 
 def test_load_model_unknown_name():

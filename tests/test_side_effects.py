@@ -192,3 +192,13 @@ def test_cuda_matches_cpu(name, method, small_cnn):
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
     finally:
         small_cnn.cpu()
+
+
+def test_score_cam_private_passes_do_not_fire_user_hooks(small_cnn):
+    calls = []
+    handle = small_cnn.features[5].register_forward_hook(lambda *args: calls.append(1))
+    try:
+        xh.score_cam(small_cnn, torch.randn(1, 3, 16, 16), small_cnn.features[5])
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # the one pass that captures the activation; none of the masked passes

@@ -23,7 +23,13 @@ METHODS = {
     "Score-CAM": score_cam,
 }
 
+from .dashboard import Dashboard, dashboard  # noqa: E402  (needs METHODS)
+from .metrics import confidence_kept  # noqa: E402
+
 __all__ = [
+    "Dashboard",
+    "confidence_kept",
+    "dashboard",
     "METHODS",
     "SAMPLES",
     "SAFE_CMAPS",

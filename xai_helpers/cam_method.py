@@ -101,12 +101,17 @@ def cam(
     activation, logits, seen = _forward(model, x, layer, record_linears=fc is None)
     if fc is None:
         fc = _match_head(seen, activation, logits)
-    elif not isinstance(fc, nn.Linear) or fc.in_features != activation.shape[1]:
-        got = f"Linear with {fc.in_features} inputs" if isinstance(fc, nn.Linear) else type(fc).__name__
-        raise ValueError(f"fc must be an nn.Linear with {activation.shape[1]} inputs (the layer's channels), got {got}")
+    elif (
+        not isinstance(fc, nn.Linear)
+        or fc.in_features != activation.shape[1]
+        or fc.out_features != logits.shape[-1]
+    ):
+        got = f"Linear({fc.in_features}, {fc.out_features})" if isinstance(fc, nn.Linear) else type(fc).__name__
+        raise ValueError(
+            f"fc must be an nn.Linear with {activation.shape[1]} inputs (the layer's channels) and "
+            f"{logits.shape[-1]} outputs (the model's classes), got {got}"
+        )
     targets = resolve_targets(target, logits)
-    if int(targets.max()) >= fc.out_features:
-        raise ValueError(f"target {int(targets.max())} is out of range; valid classes are 0..{fc.out_features - 1}")
     with torch.inference_mode():
         weights = fc.weight[targets].to(activation.dtype)  # (N, C): w^c for each image's class
         maps = torch.einsum("nc,nchw->nhw", weights, activation)

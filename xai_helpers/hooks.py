@@ -24,14 +24,17 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
 
     Restoring per module (not just ``model.train(was_training)``) keeps mixed
     set-ups intact, such as a training model with frozen BatchNorm layers.
+    Only the modules that were training are touched (the flag is what
+    ``Module.train`` sets), so a model already in eval mode costs nothing.
     """
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    training = [m for m in model.modules() if m.training]
+    for module in training:
+        module.training = False
     try:
         yield model
     finally:
-        for module, flag in flags:
-            module.training = flag
+        for module in training:
+            module.training = True
 
 
 def module_name(model: nn.Module, layer: nn.Module) -> str:

@@ -11,9 +11,10 @@ around doing exactly those passes and nothing else:
   min-max step); the authors' code skips them, so they cost nothing here;
 * masked images are made a batch at a time (memory bounded by ``batch_size``,
   never by the number of channels) and run in ``channels_last`` layout;
-* the masked passes use a copy of the model with BatchNorm folded into the
-  preceding convolutions (exact in eval mode up to float rounding), checked
-  against the original on the real input before use;
+* the masked passes use a private copy of the model with BatchNorm folded
+  into the preceding convolutions (exact in eval mode up to float rounding)
+  and in-place activations, checked against the original on the real input
+  before use;
 * by linearity of bilinear upsampling, sum_k s_k Up(A^k) = Up(sum_k s_k A^k),
   so the weighted sum is taken at the layer's resolution.
 """
@@ -31,7 +32,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .core import Target, check_input, finish, forward_with_capture, resolve_targets
 from .hooks import evaluating
 
-__all__ = ["score_cam", "score_cam_weights", "fold_batchnorm", "live_channels", "SCORES"]
+__all__ = ["score_cam", "score_cam_weights", "fold_batchnorm", "fast_inference_copy", "live_channels", "SCORES"]
 
 SCORES = ("probability", "logit-softmax")
 
@@ -83,6 +84,44 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
+def _agree(reference_model: nn.Module, other: nn.Module, x: torch.Tensor) -> bool:
+    """True if ``other`` reproduces ``reference_model``'s output on ``x`` up to float rounding."""
+    with torch.inference_mode():
+        reference, result = reference_model(x), other(x)
+    scale = reference.abs().max().clamp_min(1.0)
+    return torch.allclose(result, reference, rtol=1e-3, atol=1e-3 * float(scale))
+
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+
+
+def copy_without_hooks(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode, frozen, with none of its hooks.
+
+    Hooks the caller registered (a logger, another CAM library) must not fire
+    hundreds of times in our private passes, and deep-copying the objects they
+    belong to would be slow; the memo hands the copy empty hook dicts instead.
+    """
+    memo = {}
+    for module in model.modules():
+        for attr in _HOOK_DICTS:
+            hooks = getattr(module, attr, None)
+            if hooks is not None:
+                memo[id(hooks)] = type(hooks)()
+    clone = copy.deepcopy(model, memo).eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
 def fold_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
     """An eval-mode copy of ``model`` with each Conv2d -> BatchNorm2d pair folded into one conv.
 
@@ -90,22 +129,32 @@ def fold_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
     itself a convolution. The pairs are found by running ``x`` once (so any
     forward, not just ``nn.Sequential``, works) and the folded copy is compared
     with the original on ``x``; if they disagree the unfolded copy is returned.
-    The caller's model is not modified.
+    The caller's model is not modified, and the copy carries none of its hooks.
     """
-    folded = copy.deepcopy(model).eval()
-    for p in folded.parameters():
-        p.requires_grad_(False)
-    pairs = _fold_pairs(folded, x)
-    for conv_name, bn_name in pairs:
+    plain = copy_without_hooks(model)
+    folded = copy.deepcopy(plain)
+    for conv_name, bn_name in _fold_pairs(folded, x):
         conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
         _set(folded, conv_name, fuse_conv_bn_eval(conv, bn))
         _set(folded, bn_name, nn.Identity())
-    with torch.inference_mode(), evaluating(model):
-        reference, result = model(x), folded(x)
-    scale = reference.abs().max().clamp_min(1.0)
-    if not torch.allclose(result, reference, rtol=1e-3, atol=1e-3 * float(scale)):
-        folded = copy.deepcopy(model).eval()
-    return folded
+    return folded if _agree(plain, folded, x) else plain
+
+
+# Activations that can overwrite their input: in the private copy nothing else
+# reads a pre-activation tensor, which _agree() confirms on the real input.
+_INPLACE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU)
+
+
+def fast_inference_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """A private copy of ``model`` for many inference passes: BatchNorm folded,
+    activations in place, weights in ``channels_last``; checked against ``model`` on ``x``."""
+    folded = fold_batchnorm(model, x)
+    fast = copy.deepcopy(folded)
+    for module in fast.modules():
+        if isinstance(module, _INPLACE_ACTIVATIONS):
+            module.inplace = True
+    fast = fast.to(memory_format=torch.channels_last)
+    return fast if _agree(folded, fast, x.contiguous(memory_format=torch.channels_last)) else folded
 
 
 _FOLDED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
@@ -118,19 +167,20 @@ def _fingerprint(model: nn.Module) -> tuple:
 
 
 def _fast_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """Folded, channels_last copy of ``model``, cached until its weights change."""
+    """:func:`fast_inference_copy` of ``model``, cached until its weights change."""
     key = _fingerprint(model)
     cached = _FOLDED.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
-    fast = fold_batchnorm(model, x[:1]).to(memory_format=torch.channels_last)
+    fast = fast_inference_copy(model, x[:1])
     _FOLDED[model] = (key, fast)
     return fast
 
 
 def default_batch_size(device: torch.device) -> int:
-    """Masked images per forward pass: small on CPUs (cache-friendly), large on GPUs."""
-    return 128 if device.type == "cuda" else 16
+    """Masked images per forward pass: small on CPUs, where 2-8 images fit the caches
+    best (benchmarks/RESULTS.md), large on GPUs."""
+    return 128 if device.type == "cuda" else 4
 
 
 def _check_options(batch_size, score) -> None:
@@ -149,7 +199,7 @@ def score_cam_weights(
     batch_size: int | None = None,
     score: str = "probability",
     subtract_baseline: bool = False,
-    progress: bool = False,
+    progress=False,
     fold_bn: bool = True,
 ) -> torch.Tensor:
     """Score-CAM channel weights s (N, C); 0 for skipped constant channels.
@@ -181,7 +231,8 @@ def score_cam_weights(
         return logits.softmax(-1)[:, c] if score == "probability" else logits[:, c]
 
     bar = None
-    if progress:
+    done = 0
+    if progress is True:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc="Score-CAM masked passes", unit="ch", leave=False)
@@ -198,8 +249,11 @@ def score_cam_weights(
                     masks = (masks - lo) / (masks.amax((2, 3), keepdim=True) - lo)
                     masked = (image * masks.to(x.dtype)).contiguous(memory_format=torch.channels_last)
                     raw[i, chunk] = class_score(net(masked), targets[i])
+                    done += chunk.numel()
                     if bar is not None:
                         bar.update(chunk.numel())
+                    elif callable(progress):
+                        progress(done, total)
                 if subtract_baseline and score == "probability":
                     base = class_score(net(torch.zeros_like(image)), targets[i])
                     raw[i, idx] -= base
@@ -221,7 +275,7 @@ def score_cam(
     *,
     score: str = "probability",
     subtract_baseline: bool = False,
-    progress: bool = False,
+    progress=False,
     fold_bn: bool = True,
 ) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020, Algorithm 1, weights as in the authors' code).
@@ -236,10 +290,11 @@ def score_cam(
     Args:
         model, x, layer, target: as :func:`xai_helpers.grad_cam`.
         batch_size: masked images per forward pass (memory grows with it);
-            None picks 16 on CPU and 128 on CUDA.
+            None picks 4 on CPU and 128 on CUDA.
         score: ``"probability"`` (default) or ``"logit-softmax"``.
         subtract_baseline: subtract the score of an all-zero input.
-        progress: show a tqdm progress bar over the masked passes.
+        progress: True for a tqdm progress bar over the masked passes, or a
+            callable ``progress(done, total)`` called after each batch.
         fold_bn: run the masked passes on a BatchNorm-folded copy (faster,
             same result up to float rounding).
 

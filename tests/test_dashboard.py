@@ -1,0 +1,148 @@
+"""The dashboard's callbacks, driven through widget values as a browser would, without a browser."""
+
+import io
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import xai_helpers as xh
+
+ipywidgets = pytest.importorskip("ipywidgets")
+
+
+@pytest.fixture(scope="module")
+def board(lite0):
+    return xh.Dashboard(lite0, image="coffee")
+
+
+def png_bytes(img: Image.Image, fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def upload(board, content: bytes, name: str):
+    item = {"name": name, "type": "image/png", "size": len(content), "content": memoryview(content), "last_modified": 0}
+    board.upload.set_state({"value": [item]})
+
+
+def overlay_images(board):
+    return {m: board.panels[m][0].value for m in board.selected_methods()}
+
+
+def test_initial_state(board, lite0):
+    assert board.image_key == "coffee"
+    assert board.target == 967  # espresso, the top-1
+    assert "espresso" in board.predictions.value and board.predictions.value.count("<tr>") == 5
+    assert [v for _, v in board.quick_pick.options] == [i for i, _, _ in lite0.predict("coffee", k=5)]
+    assert len(board.search.options) == 1000
+    assert board.layer.value == "head" and list(board.layer.options)[0] == "stem"
+    assert board.selected_methods() == list(xh.METHODS)
+    assert len(board.grid.children) == 1 + 4
+    for method, png in overlay_images(board).items():
+        assert png[:3] == b"\xff\xd8\xff", method  # JPEG
+    caption = board.panels["Grad-CAM"][1].value
+    assert "espresso" in caption and " ms" in caption and "top 50% kept" in caption
+    assert board.message.value == ""
+
+
+def test_cached_heatmaps_match_library(board, lite0):
+    x = lite0.preprocess("coffee")
+    for method in ("CAM", "Grad-CAM", "Grad-CAM++"):
+        cached = board.cache[("coffee", 967, "head", method)].heat
+        torch.testing.assert_close(cached, xh.METHODS[method](lite0.model, x, lite0.target_layer, target=967)[0])
+
+
+def test_alpha_and_cmap_redraw_without_recomputing(board, monkeypatch):
+    calls = []
+    for name, fn in list(xh.METHODS.items()):
+        monkeypatch.setitem(xh.METHODS, name, lambda *a, _fn=fn, **k: calls.append(1) or _fn(*a, **k))
+    before = overlay_images(board)
+    start = time.perf_counter()
+    board.alpha.value = 0.8
+    elapsed = time.perf_counter() - start
+    after_alpha = overlay_images(board)
+    board.cmap.value = "cividis"
+    after_cmap = overlay_images(board)
+    assert calls == []
+    assert all(after_alpha[m] != before[m] for m in before)
+    assert all(after_cmap[m] != after_alpha[m] for m in before)
+    print(f"alpha re-render: {elapsed * 1000:.0f} ms")
+    board.alpha.value, board.cmap.value = 0.5, "viridis"
+
+
+def test_switching_target_changes_overlays(board):
+    before = overlay_images(board)
+    board.quick_pick.value = board.quick_pick.options[1][1]  # the second most likely class
+    assert board.target == board.quick_pick.options[1][1]
+    after = overlay_images(board)
+    assert all(after[m] != before[m] for m in before)
+    board.search.value = "285: Egyptian cat"
+    assert board.target == 285 and "Egyptian cat" in board.panels["CAM"][1].value
+    board.search.value = "not a class"  # ignored: not one of the options
+    assert board.target == 285
+
+
+def test_method_checkboxes_and_layer(board):
+    board.method_boxes["Score-CAM"].value = False
+    board.method_boxes["Grad-CAM++"].value = False
+    assert len(board.grid.children) == 1 + 2
+    board.layer.value = "stage5"
+    captions = {m: board.panels[m][1].value for m in board.selected_methods()}
+    assert "global average pooling" in captions["CAM"]  # CAM explains why it cannot run here
+    assert " ms" in captions["Grad-CAM"]
+    assert ("coffee", board.target, "stage5", "Grad-CAM") in board.cache
+    board.layer.value = "head"
+    board.method_boxes["Score-CAM"].value = True
+    board.method_boxes["Grad-CAM++"].value = True
+
+
+FAST = ("CAM", "Grad-CAM", "Grad-CAM++")
+
+
+def test_upload_image_and_conversions(lite0):
+    board = xh.Dashboard(lite0, image="coffee", methods=FAST)
+    old_cache = set(board.cache)
+    rgba = xh.load_image("chelsea").convert("RGBA")
+    upload(board, png_bytes(rgba), "cat.png")
+    assert board.message.value == ""
+    assert board.image_key.startswith("upload:") and board.image.mode == "RGB"
+    assert board.target in (281, 282, 285)  # a cat class
+    assert not old_cache & set(board.cache)  # a new image invalidates the cache
+    gray = xh.load_image("chelsea").convert("L")
+    upload(board, png_bytes(gray), "gray.png")
+    assert board.image.mode == "RGB" and board.message.value == ""
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (2400, 3000, 3), dtype=np.uint8))
+    upload(board, png_bytes(big, "JPEG"), "big.jpg")
+    assert max(board.image.size) == 1024 and board.message.value == ""
+
+
+def test_upload_not_an_image_keeps_previous_state(lite0):
+    board = xh.Dashboard(lite0, image="coffee", methods=FAST)
+    state = (board.image_key, board.target, overlay_images(board))
+    upload(board, b"%PDF-1.4 definitely not a photo", "notes.pdf")
+    assert "Could not use that input" in board.message.value and "not a readable image" in board.message.value
+    assert "notes.pdf" in board.message.value and "Traceback" not in board.message.value
+    assert (board.image_key, board.target, overlay_images(board)) == state
+    board.quick_pick.value = board.quick_pick.options[2][1]  # still usable
+    assert board.message.value == "" and board.target == board.quick_pick.options[2][1]
+
+
+def test_score_cam_progress(lite0):
+    board = xh.Dashboard(lite0, image="coffee", methods=FAST)
+    seen = []
+    board.progress.observe(lambda change: seen.append(change["new"]), names="value")
+    board.method_boxes["Score-CAM"].value = True
+    assert seen and seen[-1] == board.progress.max > 100
+    assert board.progress.layout.visibility == "hidden"
+
+
+def test_dashboard_factory_displays(lite0):
+    board = xh.dashboard(lite0, image="chelsea", methods=["Grad-CAM"])
+    assert isinstance(board.widget, ipywidgets.VBox)
+    assert board.target == 285 and board.selected_methods() == ["Grad-CAM"]
+    with pytest.raises(ValueError, match="unknown method"):
+        xh.dashboard(lite0, methods=["LIME"])
