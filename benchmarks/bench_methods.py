@@ -119,8 +119,10 @@ def naive_score_cam(model, x, layer, target) -> torch.Tensor:
     return (cam - cam.min()) / (cam.max() - cam.min())
 
 
+# Peak RSS is sampled from /proc/self/statm by a thread: ru_maxrss is inherited
+# from the (large) parent process across fork and exec, so it cannot show growth.
 MEMORY_CHILD = r"""
-import json, resource, sys, torch
+import json, os, sys, threading, time, torch
 import xai_helpers as xh
 from torchvision.models import resnet50
 torch.manual_seed(0)
@@ -129,9 +131,19 @@ x = torch.randn(1, 3, 224, 224)
 with torch.no_grad():
     model(x)
 kind = sys.argv[1]
+page = os.sysconf("SC_PAGE_SIZE")
 def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page / 2**20
 before = rss_mb()
+peak = [before]
+running = [True]
+def sample():
+    while running[0]:
+        peak[0] = max(peak[0], rss_mb())
+        time.sleep(0.002)
+thread = threading.Thread(target=sample, daemon=True)
+thread.start()
 if kind == "ours":
     xh.score_cam(model, x, model.layer4, target=0)
 else:
@@ -139,13 +151,28 @@ else:
     up = torch.nn.functional.interpolate(torch.rand(1, 2048, 7, 7), size=(224, 224), mode="bilinear")
     masked = x[:, None] * up[:, :, None]
     del masked
-print(json.dumps({"before_mb": before, "peak_mb": rss_mb()}))
+running[0] = False
+thread.join()
+print(json.dumps({"before_mb": before, "peak_mb": max(peak[0], rss_mb())}))
 """
 
 
 def memory_growth(kind: str) -> dict:
     out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, kind], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_table(device) -> list[str]:
+    ours_mem, pgc_mem = memory_growth("ours"), memory_growth("pgc")
+    return [
+        "## Score-CAM memory on ResNet-50 `layer4` (2048 channels, 224 x 224)",
+        "",
+        "| | peak RSS growth |",
+        "|---|---|",
+        f"| `xh.score_cam` (batch of {default_batch_size(device)}) | {ours_mem['peak_mb'] - ours_mem['before_mb']:.0f} MB |",
+        f"| all 2048 masked inputs at once (pytorch-grad-cam's construction) | {pgc_mem['peak_mb'] - pgc_mem['before_mb']:.0f} MB |",
+        "",
+    ]
 
 
 def machine_details(device) -> str:
@@ -168,7 +195,11 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, skip the naive loop and memory test")
     parser.add_argument("--out", default=None, help="results file (default benchmarks/RESULTS[-cuda].md)")
+    parser.add_argument("--memory-only", action="store_true", help="only the Score-CAM memory test (printed, not written)")
     args = parser.parse_args(argv)
+    if args.memory_only:
+        print("\n".join(memory_table(torch.device("cpu"))))
+        return 0
     device = torch.device(args.device)
     fast_repeats, slow_repeats = (3, 1) if args.quick else (7, 3)
 
@@ -317,16 +348,8 @@ def main(argv=None) -> int:
                f"**{correlation(ours, naive):.6f}** (max abs difference {float((ours - naive).abs().max()):.1e}).")
         report()
         if device.type == "cpu":
-            ours_mem, pgc_mem = memory_growth("ours"), memory_growth("pgc")
-            report("## Score-CAM memory on ResNet-50 `layer4` (2048 channels, 224 x 224)")
-            report()
-            report("| | peak RSS growth |")
-            report("|---|---|")
-            report(f"| `xh.score_cam` (batch of {default_batch_size(device)}) | "
-                   f"{ours_mem['peak_mb'] - ours_mem['before_mb']:.0f} MB |")
-            report(f"| all 2048 masked inputs at once (pytorch-grad-cam's construction) | "
-                   f"{pgc_mem['peak_mb'] - pgc_mem['before_mb']:.0f} MB |")
-            report()
+            for line in memory_table(device):
+                report(line)
 
     report("## Ratios against the targets")
     report()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .core import Target, check_input, finish, resolve_targets
-from .hooks import evaluating, LayerCapture
+from .hooks import LayerCapture, evaluating, iter_modules
 
 __all__ = ["cam", "find_gap_linear"]
 
@@ -45,7 +45,7 @@ def _forward(model: nn.Module, x: torch.Tensor, layer: nn.Module, record_linears
     if record_linears:
         handles = [
             m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0], out)))
-            for m in model.modules()
+            for m in iter_modules(model)
             if isinstance(m, nn.Linear)
         ]
     try:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hooks import LayerCapture, evaluating, module_name
+from .hooks import LayerCapture, check_submodule, evaluating
 
 __all__ = ["Target", "check_input", "resolve_targets", "forward_with_capture", "finish", "normalize_per_image"]
 
@@ -42,7 +42,7 @@ def check_input(model: nn.Module, x: torch.Tensor, layer: nn.Module) -> None:
         raise ValueError(f"x must be a floating-point tensor, got {x.dtype}; use the model's transform")
     if not isinstance(layer, nn.Module):
         raise ValueError(f"layer must be a module of the model, got {type(layer).__name__}")
-    module_name(model, layer)
+    check_submodule(model, layer)
 
 
 def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,21 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["evaluating", "LayerCapture", "module_name"]
+__all__ = ["evaluating", "LayerCapture", "check_submodule", "iter_modules"]
+
+
+def iter_modules(model: nn.Module) -> Iterator[nn.Module]:
+    """Every module of ``model`` once, like ``model.modules()`` but without building
+    the dotted names, which costs more than the rest of a CAM's bookkeeping."""
+    seen: set[int] = set()
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        yield module
+        stack.extend(child for child in reversed(module._modules.values()) if child is not None)
 
 
 @contextmanager
@@ -27,7 +41,7 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     Only the modules that were training are touched (the flag is what
     ``Module.train`` sets), so a model already in eval mode costs nothing.
     """
-    training = [m for m in model.modules() if m.training]
+    training = [m for m in iter_modules(model) if m.training]
     for module in training:
         module.training = False
     try:
@@ -37,12 +51,14 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
             module.training = True
 
 
-def module_name(model: nn.Module, layer: nn.Module) -> str:
-    """Qualified name of ``layer`` inside ``model``; ValueError if it is not part of it."""
-    for name, module in model.named_modules():
-        if module is layer:
-            return name or "<the model itself>"
-    raise ValueError(
+def check_submodule(model: nn.Module, layer: nn.Module) -> None:
+    """ValueError unless ``layer`` is ``model`` or one of its submodules."""
+    if not any(module is layer for module in iter_modules(model)):
+        raise _not_a_submodule(layer)
+
+
+def _not_a_submodule(layer: nn.Module) -> ValueError:
+    return ValueError(
         f"layer {type(layer).__name__} is not a submodule of the model; pass one of the model's modules, "
         "e.g. model.features[-1] or model.layer4"
     )

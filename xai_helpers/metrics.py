@@ -1,8 +1,9 @@
-"""How faithful is a heatmap to the model? Measured by asking the model again.
+"""How good is a heatmap? Faithfulness (ask the model again) and localisation (ask the ground truth).
 
-``confidence_kept`` keeps only the most relevant part of the image (by the
-heatmap) and asks how much of the model's confidence in the class survives.
-A faithful map keeps the evidence, so the ratio stays near (or above) 1.
+* ``confidence_kept``: the dashboard's figure, confidence with the top 50% kept;
+* ``average_drop``, ``increase_in_confidence``: Chattopadhay et al. 2018, Sec. 5.1;
+* ``deletion_auc``, ``insertion_auc``: Petsiuk et al. 2018 (RISE);
+* ``pointing_game``, ``energy_pointing_game``: Wang et al. 2020 (Score-CAM), Sec. 5.2.
 """
 
 from __future__ import annotations
@@ -13,7 +14,20 @@ from torch import nn
 from .core import Target, check_input, resolve_targets
 from .hooks import evaluating
 
-__all__ = ["keep_top_mask", "confidence_kept"]
+__all__ = [
+    "keep_top_mask",
+    "confidence_kept",
+    "explanation_scores",
+    "average_drop",
+    "increase_in_confidence",
+    "gaussian_blur",
+    "auc",
+    "deletion_insertion_curves",
+    "deletion_auc",
+    "insertion_auc",
+    "pointing_game",
+    "energy_pointing_game",
+]
 
 
 def keep_top_mask(heat: torch.Tensor, keep: float = 0.5) -> torch.Tensor:
@@ -52,3 +66,144 @@ def confidence_kept(
         before = logits.softmax(-1).gather(1, targets[:, None])[:, 0]
         after = model(kept).softmax(-1).gather(1, targets[:, None])[:, 0]
     return after / before
+
+
+# --- Chattopadhay et al. 2018, Sec. 5: Average Drop and Increase in Confidence ----------
+
+
+def _class_probability(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    out = []
+    for start in range(0, x.shape[0], batch_size):
+        logits = model(x[start : start + batch_size])
+        out.append(logits.softmax(-1).gather(1, targets[start : start + batch_size, None])[:, 0])
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def explanation_scores(model: nn.Module, x: torch.Tensor, heat: torch.Tensor, target: Target = None):
+    """(Y, O): the class probability on the image and on the "explanation map" image * heat.
+
+    Chattopadhay et al. 2018, Sec. 5.1: E = I o L^c. The product is taken in the
+    model's normalised input space, so a heat of 0 gives the mean colour.
+    """
+    check_input(model, x, model)
+    if heat.shape != (x.shape[0], *x.shape[-2:]):
+        raise ValueError(f"heat must have shape {(x.shape[0], *x.shape[-2:])}, got {tuple(heat.shape)}")
+    with evaluating(model):
+        targets = resolve_targets(target, model(x))
+        y = _class_probability(model, x, targets)
+        o = _class_probability(model, x * heat.to(x.device, x.dtype).unsqueeze(1), targets)
+    return y, o
+
+
+def average_drop(y: torch.Tensor, o: torch.Tensor) -> float:
+    """Average Drop % = 100/N * sum_i max(0, Y_i - O_i) / Y_i  (lower is better)."""
+    return float(((y - o).clamp_min(0) / y).mean() * 100)
+
+
+def increase_in_confidence(y: torch.Tensor, o: torch.Tensor) -> float:
+    """% Increase in Confidence = 100/N * sum_i 1[Y_i < O_i]  (higher is better)."""
+    return float((y < o).float().mean() * 100)
+
+
+# --- Petsiuk et al. 2018 (RISE): deletion and insertion --------------------------------
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float = 5.0, kernel: int = 11) -> torch.Tensor:
+    """Separable Gaussian blur with reflection padding: RISE's insertion start image."""
+    half = kernel // 2
+    grid = torch.arange(kernel, dtype=x.dtype, device=x.device) - half
+    weights = torch.exp(-(grid**2) / (2 * sigma**2))
+    weights = weights / weights.sum()
+    channels = x.shape[1]
+    padded = torch.nn.functional.pad(x, (half, half, half, half), mode="reflect")
+    horizontal = weights.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    vertical = weights.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    out = torch.nn.functional.conv2d(padded, horizontal, groups=channels)
+    return torch.nn.functional.conv2d(out, vertical, groups=channels)
+
+
+def auc(scores: torch.Tensor) -> torch.Tensor:
+    """Normalised trapezoid area under curves sampled at equal steps on [0, 1]: (..., S) -> (...)."""
+    steps = scores.shape[-1] - 1
+    return (scores.sum(-1) - (scores[..., 0] + scores[..., -1]) / 2) / steps
+
+
+@torch.inference_mode()
+def deletion_insertion_curves(
+    model: nn.Module,
+    x: torch.Tensor,
+    heat: torch.Tensor,
+    target: Target = None,
+    mode: str = "deletion",
+    step: int = 224,
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """RISE's curves: the class probability as pixels are removed (deletion) or added (insertion)
+    in order of decreasing saliency, ``step`` pixels at a time.
+
+    Deletion starts from the image and sets pixels to 0 (the mean colour in
+    normalised space); insertion starts from a blurred copy (Gaussian, sigma 5,
+    kernel 11) and restores the image's pixels. Returns (N, S) probabilities,
+    S = ceil(H*W / step) + 1, the first point before any change.
+    """
+    if mode not in ("deletion", "insertion"):
+        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    if not isinstance(step, int) or step < 1:
+        raise ValueError(f"step must be a positive number of pixels, got {step!r}")
+    check_input(model, x, model)
+    n, _, h, w = x.shape
+    if heat.shape != (n, h, w):
+        raise ValueError(f"heat must have shape {(n, h, w)}, got {tuple(heat.shape)}")
+    pixels = h * w
+    counts = list(range(0, pixels, step)) + [pixels]
+    with evaluating(model):
+        targets = resolve_targets(target, model(x))
+        start = x if mode == "deletion" else gaussian_blur(x)
+        finish_image = torch.zeros_like(x) if mode == "deletion" else x
+        order = heat.to(x.device).flatten(1).argsort(dim=1, descending=True, stable=True)
+        # rank[n, p] = position of pixel p in the saliency order
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, torch.arange(pixels, device=x.device).expand(n, -1))
+        curves = torch.empty(n, len(counts), device=x.device)
+        for i in range(n):
+            for s in range(0, len(counts), batch_size):
+                ks = torch.tensor(counts[s : s + batch_size], device=x.device)
+                changed = (rank[i][None, :] < ks[:, None]).view(-1, 1, h, w).to(x.dtype)
+                images = start[i] * (1 - changed) + finish_image[i] * changed
+                probs = model(images).softmax(-1)[:, targets[i]]
+                curves[i, s : s + len(ks)] = probs
+    return curves
+
+
+def deletion_auc(model, x, heat, target: Target = None, step: int = 224) -> torch.Tensor:
+    """Area under the deletion curve, per image (lower is better)."""
+    return auc(deletion_insertion_curves(model, x, heat, target, "deletion", step))
+
+
+def insertion_auc(model, x, heat, target: Target = None, step: int = 224) -> torch.Tensor:
+    """Area under the insertion curve, per image (higher is better)."""
+    return auc(deletion_insertion_curves(model, x, heat, target, "insertion", step))
+
+
+# --- Wang et al. 2020 (Score-CAM), Sec. 5.2: pointing games -----------------------------
+
+
+def pointing_game(heat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1.0 where the map's maximum falls inside the ground-truth mask, else 0.0; (N,)."""
+    if heat.shape != mask.shape:
+        raise ValueError(f"heat {tuple(heat.shape)} and mask {tuple(mask.shape)} must have the same shape")
+    peak = heat.flatten(1).argmax(1)
+    return mask.flatten(1).bool().gather(1, peak[:, None])[:, 0].float()
+
+
+def energy_pointing_game(heat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Share of the map's energy inside the ground-truth mask, sum(L * B) / sum(L); (N,).
+
+    A map with no energy at all scores 0.
+    """
+    if heat.shape != mask.shape:
+        raise ValueError(f"heat {tuple(heat.shape)} and mask {tuple(mask.shape)} must have the same shape")
+    total = heat.flatten(1).sum(1)
+    inside = (heat * mask.to(heat.dtype)).flatten(1).sum(1)
+    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(heat.dtype).tiny), torch.zeros_like(total))
