@@ -3,7 +3,8 @@
 * ``confidence_kept``: the dashboard's figure, confidence with the top 50% kept;
 * ``average_drop``, ``increase_in_confidence``: Chattopadhay et al. 2018, Sec. 5.1;
 * ``deletion_auc``, ``insertion_auc``: Petsiuk et al. 2018 (RISE);
-* ``pointing_game``, ``energy_pointing_game``: Wang et al. 2020 (Score-CAM), Sec. 5.2.
+* ``pointing_game``, ``energy_pointing_game``: Wang et al. 2020 (Score-CAM), Sec. 5.2;
+* ``spearman``, ``ssim``: map similarity for the sanity checks of Adebayo et al. 2018.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ __all__ = [
     "insertion_auc",
     "pointing_game",
     "energy_pointing_game",
+    "spearman",
+    "ssim",
 ]
 
 
@@ -189,12 +192,22 @@ def insertion_auc(model, x, heat, target: Target = None, step: int = 224) -> tor
 # --- Wang et al. 2020 (Score-CAM), Sec. 5.2: pointing games -----------------------------
 
 
-def pointing_game(heat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """1.0 where the map's maximum falls inside the ground-truth mask, else 0.0; (N,)."""
+def pointing_game(heat: torch.Tensor, mask: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
+    """1.0 where the map's maximum falls inside the ground-truth mask, else 0.0; (N,).
+
+    ``tolerance`` grows the mask by that many pixels first (a square neighbourhood),
+    as the pointing game of Zhang et al. 2018 does with 15 px at 224 x 224.
+    """
     if heat.shape != mask.shape:
         raise ValueError(f"heat {tuple(heat.shape)} and mask {tuple(mask.shape)} must have the same shape")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
+    region = mask.bool()
+    if tolerance:
+        kernel = 2 * tolerance + 1
+        region = torch.nn.functional.max_pool2d(region[:, None].float(), kernel, 1, tolerance)[:, 0] > 0
     peak = heat.flatten(1).argmax(1)
-    return mask.flatten(1).bool().gather(1, peak[:, None])[:, 0].float()
+    return region.flatten(1).gather(1, peak[:, None].to(region.device))[:, 0].float()
 
 
 def energy_pointing_game(heat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -207,3 +220,50 @@ def energy_pointing_game(heat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     total = heat.flatten(1).sum(1)
     inside = (heat * mask.to(heat.dtype)).flatten(1).sum(1)
     return torch.where(total > 0, inside / total.clamp_min(torch.finfo(heat.dtype).tiny), torch.zeros_like(total))
+
+
+# --- Adebayo et al. 2018: similarity of maps for sanity checks ---------------------------
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation between each pair of maps: (N, H, W) x (N, H, W) -> (N,).
+
+    Pearson correlation of the ranks (ties get consecutive ranks in position
+    order, which is exact for maps without ties). A constant map correlates 0.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+    def ranks(t):
+        flat = t.flatten(1).float()
+        order = flat.argsort(dim=1, stable=True)
+        r = torch.empty_like(flat)
+        r.scatter_(1, order, torch.arange(flat.shape[1], dtype=flat.dtype, device=flat.device).expand_as(flat))
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    denominator = ra.norm(dim=1) * rb.norm(dim=1)
+    constant = (a.flatten(1).amax(1) == a.flatten(1).amin(1)) | (b.flatten(1).amax(1) == b.flatten(1).amin(1))
+    return torch.where(constant, torch.zeros_like(denominator), (ra * rb).sum(1) / denominator.clamp_min(1e-12))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) of each pair of (H, W) maps, Gaussian window; (N,)."""
+    if a.shape != b.shape:
+        raise ValueError(f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    x, y = a.float().unsqueeze(1), b.float().unsqueeze(1)
+    grid = torch.arange(window, dtype=x.dtype, device=x.device) - window // 2
+    g = torch.exp(-(grid**2) / (2 * sigma**2))
+    g = (g / g.sum()).view(1, 1, 1, -1)
+
+    def blur(t):
+        return torch.nn.functional.conv2d(torch.nn.functional.conv2d(t, g), g.transpose(2, 3))
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return s.flatten(1).mean(1)
