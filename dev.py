@@ -65,7 +65,9 @@ def main(argv: list[str]) -> int:
         if command == "test":
             run(PYTHON, "-m", "pytest", *rest, env=env)
         elif command == "lab":
-            run(PYTHON, "-m", "jupyter", "lab", "notebooks", *rest, env=env)
+            # Jupyter refuses to start as root (containers, CI machines) unless told to.
+            as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+            run(PYTHON, "-m", "jupyter", "lab", "notebooks", *as_root, *rest, env=env)
         elif command == "voila":
             run(PYTHON, "-m", "voila", "notebooks/05_comparison_dashboard.ipynb", *rest, env=env)
         elif command == "notebooks":
