@@ -202,3 +202,17 @@ def test_score_cam_private_passes_do_not_fire_user_hooks(small_cnn):
     finally:
         handle.remove()
     assert len(calls) == 1  # the one pass that captures the activation; none of the masked passes
+
+
+def test_score_cam_notices_changes_to_the_model(small_cnn):
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    layer = small_cnn.features[3]
+    first = xh.score_cam(small_cnn, x, layer)
+    small_cnn.features[5] = nn.Tanh()  # a parameter-free module swapped in: the private copy must follow
+    swapped = xh.score_cam(small_cnn, x, layer)
+    with torch.no_grad():
+        small_cnn.fc.weight.mul_(-1)  # an in-place weight update
+    flipped = xh.score_cam(small_cnn, x, layer)
+    assert not torch.allclose(first, swapped) and not torch.allclose(swapped, flipped)
+    # each equals a fresh computation without the cached fast copy
+    torch.testing.assert_close(flipped, xh.score_cam(small_cnn, x, layer, fold_bn=False), rtol=1e-4, atol=1e-5)

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .core import Target, check_input, finish, forward_with_capture, resolve_targets
-from .hooks import evaluating
+from .hooks import evaluating, iter_modules
 
 __all__ = ["score_cam", "score_cam_weights", "fold_batchnorm", "fast_inference_copy", "live_channels", "SCORES"]
 
@@ -161,9 +161,11 @@ _FOLDED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictiona
 
 
 def _fingerprint(model: nn.Module) -> tuple:
-    # In-place updates (an optimiser step, load_state_dict) bump _version.
+    # In-place updates (an optimiser step, load_state_dict) bump _version; a
+    # swapped submodule (even one without parameters) changes the structure.
     tensors = list(model.parameters()) + list(model.buffers())
-    return tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
+    structure = tuple((id(m), type(m)) for m in iter_modules(model))
+    return structure + tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
 
 
 def _fast_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
