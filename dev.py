@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One entry point for learners, teachers and CI; needs only Python 3.10+ and pip.
+"""One entry point for learners, teachers and CI; needs only Python 3.11+ and pip.
 
     python3 dev.py lab         # set up .venv if needed, open JupyterLab on notebooks/
     python3 dev.py test        # set up .venv if needed, run every test (pytest + nbval)
@@ -55,6 +55,9 @@ def ensure_venv(extras: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 11):
+        print(f"Python 3.11 or newer is needed; this is {platform.python_version()}.", file=sys.stderr)
+        return 2
     if not argv or argv[0] not in EXTRAS:
         print(__doc__)
         return 2
