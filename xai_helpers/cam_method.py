@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import Target, check_input, finish, resolve_targets
-from .hooks import LayerCapture, evaluating, iter_modules
+from .core import Target, check_input, finish, forward_with_capture, resolve_targets
+from .hooks import iter_modules
 
 __all__ = ["cam", "find_gap_linear"]
 
@@ -49,12 +49,11 @@ def _forward(model: nn.Module, x: torch.Tensor, layer: nn.Module, record_linears
             if isinstance(m, nn.Linear)
         ]
     try:
-        with evaluating(model), torch.inference_mode(), LayerCapture(layer) as cap:
-            logits = model(x)
+        activation, logits = forward_with_capture(model, x, layer, grad=False)
     finally:
         for h in handles:
             h.remove()
-    return cap.check(), logits, seen
+    return activation, logits, seen
 
 
 def _match_head(seen, activation: torch.Tensor, logits: torch.Tensor) -> nn.Linear:

@@ -59,16 +59,14 @@ def confidence_kept(
     input space. Returns a (N,) tensor; 1 means the kept half carries all the
     model's confidence, above 1 that the removed half argued against the class.
     """
+    before, after = explanation_scores(model, x, keep_top_mask(heat.to(x.device), keep).to(x.dtype), target)
+    return after / before
+
+
+def _check_heat(model: nn.Module, x: torch.Tensor, heat: torch.Tensor) -> None:
     check_input(model, x, model)
     if heat.shape != (x.shape[0], *x.shape[-2:]):
         raise ValueError(f"heat must have shape {(x.shape[0], *x.shape[-2:])}, got {tuple(heat.shape)}")
-    with evaluating(model):
-        logits = model(x)
-        targets = resolve_targets(target, logits)
-        kept = x * keep_top_mask(heat.to(x.device), keep).unsqueeze(1).to(x.dtype)
-        before = logits.softmax(-1).gather(1, targets[:, None])[:, 0]
-        after = model(kept).softmax(-1).gather(1, targets[:, None])[:, 0]
-    return after / before
 
 
 # --- Chattopadhay et al. 2018, Sec. 5: Average Drop and Increase in Confidence ----------
@@ -89,12 +87,11 @@ def explanation_scores(model: nn.Module, x: torch.Tensor, heat: torch.Tensor, ta
     Chattopadhay et al. 2018, Sec. 5.1: E = I o L^c. The product is taken in the
     model's normalised input space, so a heat of 0 gives the mean colour.
     """
-    check_input(model, x, model)
-    if heat.shape != (x.shape[0], *x.shape[-2:]):
-        raise ValueError(f"heat must have shape {(x.shape[0], *x.shape[-2:])}, got {tuple(heat.shape)}")
+    _check_heat(model, x, heat)
     with evaluating(model):
-        targets = resolve_targets(target, model(x))
-        y = _class_probability(model, x, targets)
+        logits = model(x)
+        targets = resolve_targets(target, logits)
+        y = logits.softmax(-1).gather(1, targets[:, None])[:, 0]
         o = _class_probability(model, x * heat.to(x.device, x.dtype).unsqueeze(1), targets)
     return y, o
 
@@ -154,10 +151,8 @@ def deletion_insertion_curves(
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if not isinstance(step, int) or step < 1:
         raise ValueError(f"step must be a positive number of pixels, got {step!r}")
-    check_input(model, x, model)
+    _check_heat(model, x, heat)
     n, _, h, w = x.shape
-    if heat.shape != (n, h, w):
-        raise ValueError(f"heat must have shape {(n, h, w)}, got {tuple(heat.shape)}")
     pixels = h * w
     counts = list(range(0, pixels, step)) + [pixels]
     with evaluating(model):
