@@ -40,8 +40,11 @@ def test_initial_state(board, lite0):
     assert [v for _, v in board.quick_pick.options] == [i for i, _, _ in lite0.predict("coffee", k=5)]
     assert len(board.search.options) == 1000
     assert board.layer.value == "head" and list(board.layer.options)[0] == "stem"
-    assert board.selected_methods() == list(xh.METHODS)
-    assert len(board.grid.children) == 1 + 4
+    # It opens with the registry's default methods; the slow ones are one click away.
+    defaults = [name for name, m in xh.METHODS.items() if m.default]
+    assert board.selected_methods() == defaults and all(xh.METHODS[n].fast for n in defaults)
+    assert set(board.method_boxes) == set(xh.METHODS)
+    assert len(board.grid.children) == 1 + len(defaults)
     for method, png in overlay_images(board).items():
         assert png[:3] == b"\xff\xd8\xff", method  # JPEG
     caption = board.panels["Grad-CAM"][1].value
@@ -58,8 +61,7 @@ def test_cached_heatmaps_match_library(board, lite0):
 
 def test_alpha_and_cmap_redraw_without_recomputing(board, monkeypatch):
     calls = []
-    for name, fn in list(xh.METHODS.items()):
-        monkeypatch.setitem(xh.METHODS, name, lambda *a, _fn=fn, **k: calls.append(1) or _fn(*a, **k))
+    monkeypatch.setattr(xh.Method, "__call__", lambda *a, **k: calls.append(1))
     before = overlay_images(board)
     start = time.perf_counter()
     board.alpha.value = 0.8
@@ -87,8 +89,8 @@ def test_switching_target_changes_overlays(board):
 
 
 def test_method_checkboxes_and_layer(board):
-    board.method_boxes["Score-CAM"].value = False
     board.method_boxes["Grad-CAM++"].value = False
+    assert board.selected_methods() == ["CAM", "Grad-CAM"]
     assert len(board.grid.children) == 1 + 2
     board.layer.value = "stage5"
     captions = {m: board.panels[m][1].value for m in board.selected_methods()}
@@ -96,11 +98,10 @@ def test_method_checkboxes_and_layer(board):
     assert " ms" in captions["Grad-CAM"]
     assert ("coffee", board.target, "stage5", "Grad-CAM") in board.cache
     board.layer.value = "head"
-    board.method_boxes["Score-CAM"].value = True
     board.method_boxes["Grad-CAM++"].value = True
 
 
-FAST = ("CAM", "Grad-CAM", "Grad-CAM++")
+FAST = [name for name, m in xh.METHODS.items() if m.fast]
 
 
 def test_upload_image_and_conversions(lite0):
@@ -131,13 +132,17 @@ def test_upload_not_an_image_keeps_previous_state(lite0):
     assert board.message.value == "" and board.target == board.quick_pick.options[2][1]
 
 
-def test_score_cam_progress(lite0):
-    board = xh.Dashboard(lite0, image="coffee", methods=FAST)
+def test_slow_method_is_one_click_away_with_progress(lite0):
+    board = xh.Dashboard(lite0, image="coffee")
+    slow = [name for name, m in xh.METHODS.items() if m.reports_progress]
+    assert slow and not any(board.method_boxes[name].value for name in slow)
+    assert all("(slow)" in board.method_boxes[name].description for name in slow)
     seen = []
     board.progress.observe(lambda change: seen.append(change["new"]), names="value")
-    board.method_boxes["Score-CAM"].value = True
+    board.method_boxes[slow[0]].value = True
     assert seen and seen[-1] == board.progress.max > 100
     assert board.progress.layout.visibility == "hidden"
+    assert " ms" in board.panels[slow[0]][1].value
 
 
 def test_dashboard_factory_displays(lite0):
@@ -145,4 +150,54 @@ def test_dashboard_factory_displays(lite0):
     assert isinstance(board.widget, ipywidgets.VBox)
     assert board.target == 285 and board.selected_methods() == ["Grad-CAM"]
     with pytest.raises(ValueError, match="unknown method"):
-        xh.dashboard(lite0, methods=["LIME"])
+        xh.dashboard(lite0, methods=["Not a method"])
+
+
+def test_any_error_of_a_method_is_shown_not_raised(lite0, monkeypatch):
+    board = xh.Dashboard(lite0, image="coffee", methods=["Grad-CAM", "Grad-CAM++"])
+    entry = xh.METHODS["Grad-CAM++"]
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setitem(entry.__dict__, "function", out_of_memory)  # a frozen dataclass: patch its field
+    board.quick_pick.value = board.quick_pick.options[1][1]  # a new class: both are recomputed
+    caption = board.panels["Grad-CAM++"][1].value
+    assert "RuntimeError: CUDA out of memory" in caption and "Traceback" not in caption
+    assert " ms" in board.panels["Grad-CAM"][1].value  # the other method still works
+    assert isinstance(board.results["Grad-CAM++"], RuntimeError)
+
+
+def test_unexpected_error_while_loading_is_shown(lite0, monkeypatch):
+    board = xh.Dashboard(lite0, image="coffee", methods=["Grad-CAM"])
+    before = board.image_key
+    monkeypatch.setattr(board.state.loaded, "predict", lambda *a, **k: (_ for _ in ()).throw(MemoryError("no room")))
+    board.image_picker.value = "chelsea"
+    assert "Something went wrong" in board.message.value and "MemoryError: no room" in board.message.value
+    assert board.image_key == before
+
+
+def test_state_works_without_widgets(lite0):
+    from xai_helpers.dashboard import DashboardState, Result
+
+    state = DashboardState(lite0, methods=["Grad-CAM", "CAM"])
+    assert state.selected == ["CAM", "Grad-CAM"]  # registry order
+    state.set_image("chelsea", "chelsea")
+    assert state.target == 285 and state.top5[0][1] == "Egyptian cat"
+    results = state.refresh()
+    assert set(results) == {"CAM", "Grad-CAM"} and all(isinstance(r, Result) for r in results.values())
+    x = lite0.preprocess("chelsea")
+    torch.testing.assert_close(results["CAM"].heat, xh.cam(lite0.model, x, lite0.target_layer, target=285)[0])
+    state.set_layer("stage5")
+    results = state.refresh()
+    assert isinstance(results["CAM"], ValueError) and "global average pooling" in state.caption("CAM")
+    assert isinstance(results["Grad-CAM"], Result)
+    with pytest.raises(ValueError, match="unknown layer 'nope'; choose from stem"):
+        state.set_layer("nope")
+    with pytest.raises(ValueError, match="out of range; valid classes are 0..999"):
+        state.set_target(1000)
+    with pytest.raises(ValueError, match="unknown method"):
+        state.select(["Grad-CAM", "Nope"])
+    with pytest.raises(ValueError, match="not a readable image"):
+        state.set_image(b"not an image", "bad")
+    assert state.image_key == "chelsea"  # nothing was lost

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+import xai_helpers as xh
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "05_comparison_dashboard.ipynb"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -111,32 +113,44 @@ def wait_for_change(pg, before: list[str], timeout: float = 120) -> list[str]:
     raise AssertionError("the overlays did not change")
 
 
+DEFAULTS = [name for name, m in xh.METHODS.items() if m.default]
+SLOW = [name for name, m in xh.METHODS.items() if m.reports_progress]
+
+
 def test_overlays_render(page):
-    page.wait_for_selector("text=Compare CAM methods", timeout=240_000)
-    srcs = wait_for_images(page, 1 + 4)  # the original and four overlays
+    page.wait_for_selector("text=Compare explanation methods", timeout=240_000)
+    srcs = wait_for_images(page, 1 + len(DEFAULTS))  # the original and the default methods' overlays
     assert all(s.startswith(("blob:", "data:")) for s in srcs)
-    for method in ("CAM", "Grad-CAM", "Grad-CAM++", "Score-CAM"):
-        assert page.locator(f"text={method}").count() >= 1
+    for method in xh.METHODS:  # every registered method can be ticked
+        assert page.get_by_role("checkbox", name=method, exact=False).count() >= 1
     assert page.locator("text=Egyptian cat").count() >= 1
+
+
+def test_slow_method_one_click_away(page):
+    wait_for_images(page, 1 + len(DEFAULTS))
+    page.get_by_role("checkbox", name=SLOW[0], exact=False).check()
+    wait_for_images(page, 2 + len(DEFAULTS))
     if os.environ.get("XAI_SCREENSHOT"):
-        page.locator(".widget-vbox", has_text="Compare CAM methods").first.screenshot(path=os.environ["XAI_SCREENSHOT"])
+        page.locator(".widget-vbox", has_text="Compare explanation methods").first.screenshot(
+            path=os.environ["XAI_SCREENSHOT"]
+        )
 
 
 def test_unticking_a_method_changes_the_grid(page):
-    wait_for_images(page, 5)
-    page.get_by_role("checkbox", name="Score-CAM").uncheck()
-    wait_for_images(page, 4)
+    wait_for_images(page, 2 + len(DEFAULTS))
+    page.get_by_role("checkbox", name=SLOW[0], exact=False).uncheck()
+    wait_for_images(page, 1 + len(DEFAULTS))
 
 
 def test_switching_target_changes_overlays(page):
-    before = wait_for_images(page, 4)
+    before = wait_for_images(page, 1 + len(DEFAULTS))
     page.locator(".widget-toggle-button").nth(1).click()  # the second most likely class
     after = wait_for_change(page, before)
     assert after[0] == before[0]  # the photo itself is unchanged
 
 
 def test_non_image_upload_shows_error(page):
-    before = wait_for_images(page, 4)
+    before = wait_for_images(page, 1 + len(DEFAULTS))
     with page.expect_file_chooser() as chooser:
         page.locator(".widget-upload").click()
     chooser.value.set_files([{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a photo"}])

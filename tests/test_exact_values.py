@@ -4,6 +4,7 @@ The models' layer is the identity, so the input x *is* the activation A and
 every number below can be checked by hand (the comments show the arithmetic).
 """
 
+import copy
 import math
 
 import pytest
@@ -13,7 +14,7 @@ from torch import nn
 import xai_helpers as xh
 from xai_helpers.score_method import score_cam_weights
 
-from .conftest import GapLinear
+from .conftest import GapLinear, SmallCNN
 
 # Channel 0: [[1, 2], [3, 4]]  (sum 10); channel 1: [[4, 0], [0, 0]]  (sum 4).
 A = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[4.0, 0.0], [0.0, 0.0]]]])
@@ -155,3 +156,50 @@ def test_score_cam_skips_constant_channels():
     weights = score_cam_weights(model, a, activation, torch.tensor([0]))
     assert weights[0, 1] == 0 and weights[0, 0] > 0
     torch.testing.assert_close(xh.score_cam(model, a, model.features)[0], torch.tensor([[0.0, 1 / 3], [2 / 3, 1.0]]))
+
+
+class Flatten(nn.Module):
+    """y = W vec(x) + b: the input gradient of class c is row c of W, laid out like the image."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.fc = nn.Linear(8, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor(weight))
+            self.fc.bias.copy_(torch.tensor([5.0, -5.0]))
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_saliency_by_hand():
+    # Class 0: channel 0 = [[1, -2], [0, 3]], channel 1 = [[-4, 1], [2, 0]].
+    model = Flatten([[1.0, -2.0, 0.0, 3.0, -4.0, 1.0, 2.0, 0.0], [0.0] * 8])
+    x = torch.randn(1, 2, 2, 2)
+    raw = xh.saliency(model, x, target=0)
+    torch.testing.assert_close(raw, torch.tensor([[[[1.0, -2.0], [0.0, 3.0]], [[-4.0, 1.0], [2.0, 0.0]]]]))
+    # max over channels of |w| = [[4, 2], [2, 3]]; min 2, span 2.
+    expected = torch.tensor([[[1.0, 0.0], [0.0, 0.5]]])
+    torch.testing.assert_close(xh.METHODS["Saliency"](model, x, target=0), expected)
+
+
+def test_saliency_with_an_inplace_first_layer():
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        model[2].weight.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]]))
+    x = torch.tensor([[[[1.0, -1.0], [2.0, -2.0]]]])
+    raw = xh.saliency(model, x, target=0)
+    # ReLU passes the gradient only where x > 0.
+    torch.testing.assert_close(raw, torch.tensor([[[[1.0, 0.0], [3.0, 0.0]]]]))
+    assert torch.equal(x, torch.tensor([[[[1.0, -1.0], [2.0, -2.0]]]]))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cam_accepts_low_precision_models(dtype, small_cnn):
+    # The head check compares GAP(A) with the Linear's input at the model's own precision.
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = xh.cam(small_cnn, x, small_cnn.features[5], target=1)
+    low = copy.deepcopy(small_cnn).to(dtype)
+    got = xh.cam(low, x.to(dtype), low.features[5], target=1)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=0.05, rtol=0)

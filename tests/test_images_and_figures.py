@@ -75,15 +75,42 @@ def test_plot_overlays_has_colourbar_and_titles():
     plt.close(fig)
 
 
-def test_cli_explain_all_methods(tmp_path, capsys):
+def test_cli_explain_all_methods(tmp_path, capsys, monkeypatch):
+    from xai_helpers import visualize
+
+    figures = []
+    original = visualize.plot_overlays
+    monkeypatch.setattr(visualize, "plot_overlays", lambda *a, **k: figures.append(original(*a, **k)) or figures[-1])
     out = tmp_path / "fig.png"
     assert main(["explain", "coffee", "--method", "all", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "1. espresso" in text
-    for method in ("CAM", "Grad-CAM", "Grad-CAM++", "Score-CAM"):
+    for method in xh.METHODS:
         assert re.search(rf"{re.escape(method)}\s+\d+ ms", text), method
-    img = Image.open(out)
-    assert img.width > 4 * img.height / 2  # original + 4 overlays in one row
+    (fig,) = figures
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.get_images()]
+    assert [ax.get_title().split("\n")[0] for ax in panels] == ["original", *xh.METHODS]
+    assert Image.open(out).width > Image.open(out).height
+
+
+def test_cli_runs_the_chosen_methods_only(tmp_path, capsys):
+    assert main(["explain", "coffee", "--method", "cam", "--method", "saliency", "--out", str(tmp_path / "f.png")]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"CAM\s+\d+ ms", text) and re.search(r"Saliency\s+\d+ ms", text) and "Grad-CAM" not in text
+
+
+def test_load_image_leaves_pillows_global_limit_alone(tmp_path):
+    before = Image.MAX_IMAGE_PIXELS
+    xh.load_image("chelsea")
+    with pytest.raises(ValueError):
+        xh.load_image(b"junk")
+    assert Image.MAX_IMAGE_PIXELS == before
+    Image.MAX_IMAGE_PIXELS = None  # a caller that switched Pillow's check off keeps it off
+    try:
+        xh.load_image("coffee")
+        assert Image.MAX_IMAGE_PIXELS is None
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
 
 
 def test_cli_errors(capsys):

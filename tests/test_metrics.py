@@ -155,3 +155,79 @@ def test_ssim_identities():
     # constant maps: mean term only; two equal constants are identical
     c = torch.full((1, 16, 16), 0.5)
     torch.testing.assert_close(M.ssim(c, c), torch.ones(1))
+
+
+# --- against the libraries that define them (test-only oracles) ---------------------------
+
+
+def test_spearman_equals_scipy_with_ties():
+    stats = pytest.importorskip("scipy.stats")
+    g = torch.Generator().manual_seed(0)
+    # ReLU'd maps: many tied zeros, plus tied plateaus.
+    a = (torch.randn(4, 9, 9, generator=g)).clamp_min(0).round(decimals=1)
+    b = (torch.randn(4, 9, 9, generator=g) + a).clamp_min(0).round(decimals=1)
+    got = M.spearman(a, b)
+    for i in range(4):
+        expected = stats.spearmanr(a[i].flatten().numpy(), b[i].flatten().numpy()).statistic
+        assert abs(got[i].item() - expected) < 1e-6, (i, got[i].item(), expected)
+    # The position-order tie-break of the old implementation gave a different number.
+    assert abs(M.spearman(torch.tensor([[[0.0, 0.0, 1.0]]]), torch.tensor([[[1.0, 0.0, 0.0]]])).item() + 0.5) < 1e-6
+
+
+def test_average_ranks_equal_scipy_rankdata():
+    stats = pytest.importorskip("scipy.stats")
+    values = torch.tensor([[3.0, 1.0, 3.0, 0.0, 3.0, 1.0]])
+    torch.testing.assert_close(M.average_ranks(values)[0] + 1, torch.from_numpy(stats.rankdata(values[0].numpy())))
+
+
+def test_ssim_equals_scikit_image():
+    metrics = pytest.importorskip("skimage.metrics")
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(3, 32, 40, generator=g)
+    b = (a + 0.3 * torch.rand(3, 32, 40, generator=g)).clamp(0, 1)
+    got = M.ssim(a, b, window=11, sigma=1.5, data_range=1.0)
+    for i in range(3):
+        expected = metrics.structural_similarity(
+            a[i].double().numpy(), b[i].double().numpy(), data_range=1.0, gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False,
+        )
+        assert abs(got[i].item() - expected) < 1e-6, (got[i].item(), expected)
+    # Adebayo et al.'s setting: maps in [-1, 1], data range 2.
+    s = M.ssim(a * 2 - 1, b * 2 - 1, data_range=2.0)
+    expected = metrics.structural_similarity(
+        (a[0] * 2 - 1).double().numpy(), (b[0] * 2 - 1).double().numpy(), data_range=2.0, gaussian_weights=True,
+        sigma=1.5, use_sample_covariance=False,
+    )
+    assert abs(s[0].item() - expected) < 1e-6
+
+
+def test_auc_equals_numpy_trapezoid():
+    np = pytest.importorskip("numpy")
+    curve = torch.rand(5, 17, generator=torch.Generator().manual_seed(2))
+    expected = [np.trapezoid(c.numpy(), dx=1 / 16) for c in curve]
+    torch.testing.assert_close(M.auc(curve), torch.tensor(expected))
+    with pytest.raises(ValueError, match="at least 2 points"):
+        M.auc(torch.ones(3, 1))
+
+
+def test_metrics_accept_tensors_made_under_inference_mode():
+    model = GapLinear([[1.0], [0.0]])
+    with torch.inference_mode():
+        x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+        heat = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(4))
+        mask = heat > 0.5
+    assert M.keep_top_mask(heat).shape == (2, 16, 16)
+    assert M.confidence_kept(model, x, heat, target=0).shape == (2,)
+    y, o = M.explanation_scores(model, x, heat, target=0)
+    assert 0 <= M.average_drop(y, o) <= 100 and 0 <= M.increase_in_confidence(y, o) <= 100
+    assert M.deletion_auc(model, x, heat, target=0, step=64).shape == (2,)
+    assert M.insertion_auc(model, x, heat, target=0, step=64).shape == (2,)
+    assert M.pointing_game(heat, mask).shape == (2,) and M.energy_pointing_game(heat, mask).shape == (2,)
+    assert M.spearman(heat, heat).tolist() == pytest.approx([1.0, 1.0])
+    assert M.ssim(heat, heat).tolist() == pytest.approx([1.0, 1.0])
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (1, 1, 4, 4)])
+def test_keep_top_mask_rejects_a_bad_shape_clearly(shape):
+    with pytest.raises(ValueError, match=r"heat must be a \(N, H, W\) tensor of maps, got"):
+        M.keep_top_mask(torch.zeros(shape))

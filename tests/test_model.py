@@ -94,11 +94,17 @@ def test_predict_format(lite0):
         lite0.predict("chelsea", k=0)
 
 
-def test_predict_restores_train_mode(lite0):
+def test_predict_restores_every_submodules_mode(lite0):
+    # A training model with frozen BatchNorm: model.train(True) afterwards would unfreeze them.
     lite0.model.train()
+    frozen = [m for m in lite0.model.modules() if isinstance(m, torch.nn.BatchNorm2d)][::2]
+    for bn in frozen:
+        bn.eval()
+    before = {name: m.training for name, m in lite0.model.named_modules()}
     try:
-        lite0.predict("coffee", k=1)
-        assert lite0.model.training
+        assert lite0.predict("coffee", k=1)[0][1] == "espresso"  # computed in eval mode
+        assert {name: m.training for name, m in lite0.model.named_modules()} == before
+        assert not any(bn.training for bn in frozen)
     finally:
         lite0.model.eval()
 

@@ -1,50 +1,62 @@
-"""xai_helpers: finished, tested CAM methods and the helpers the lessons use.
+"""xai_helpers: finished, tested attribution methods and the helpers the lessons use.
 
 >>> import xai_helpers as xh                                    # doctest: +SKIP
 >>> m = xh.load_model()                                         # doctest: +SKIP
 >>> x = m.preprocess("chelsea")                                 # doctest: +SKIP
 >>> heat = xh.grad_cam(m.model, x, m.target_layer)              # (1, 224, 224) in [0, 1]
+>>> heat = xh.METHODS["Saliency"](m.model, x)                   # every method, one protocol
+
+``xh.METHODS`` (``xai_helpers.methods``) is the one registry of methods.
 """
 
 from .cam_method import cam, find_gap_linear
+from .core import nhwc_to_nchw, select_output, tokens_to_grid, to_feature_map
+from .dashboard import Dashboard, DashboardState, dashboard
 from .gradient_methods import grad_cam, grad_cam_plus_plus
-from .hooks import LayerCapture, evaluating
+from .hooks import LayerCapture, evaluating, model_lock
 from .images import SAMPLES, load_image, sample_path
+from .methods import FAMILIES, METHODS, Method, Paper, get_method, register, unregister
+from .metrics import confidence_kept
 from .model import LoadedModel, imagenet_categories, load_model
+from .pixel_gradients import saliency, saliency_heatmap
 from .score_method import score_cam
 from .visualize import SAFE_CMAPS, overlay, plot_overlays
 
-__version__ = "0.1.0"
-
-METHODS = {
-    "CAM": cam,
-    "Grad-CAM": grad_cam,
-    "Grad-CAM++": grad_cam_plus_plus,
-    "Score-CAM": score_cam,
-}
-
-from .dashboard import Dashboard, dashboard  # noqa: E402  (needs METHODS)
-from .metrics import confidence_kept  # noqa: E402
+__version__ = "0.2.0"
 
 __all__ = [
     "Dashboard",
-    "confidence_kept",
-    "dashboard",
-    "METHODS",
-    "SAMPLES",
-    "SAFE_CMAPS",
+    "DashboardState",
+    "FAMILIES",
     "LayerCapture",
     "LoadedModel",
+    "METHODS",
+    "Method",
+    "Paper",
+    "SAFE_CMAPS",
+    "SAMPLES",
     "cam",
+    "confidence_kept",
+    "dashboard",
     "evaluating",
     "find_gap_linear",
+    "get_method",
     "grad_cam",
     "grad_cam_plus_plus",
     "imagenet_categories",
     "load_image",
     "load_model",
+    "model_lock",
+    "nhwc_to_nchw",
     "overlay",
     "plot_overlays",
+    "register",
+    "saliency",
+    "saliency_heatmap",
     "sample_path",
     "score_cam",
+    "select_output",
+    "to_feature_map",
+    "tokens_to_grid",
+    "unregister",
 ]

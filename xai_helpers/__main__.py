@@ -1,7 +1,8 @@
 """Command line: ``python -m xai_helpers explain IMAGE_OR_SAMPLE [options]``.
 
 Prints the top-5 predictions and the time each method took, and writes a
-figure with the original and one overlay per method.
+figure with the original and one overlay per method. The methods are the
+registry's (``python -m xai_helpers methods`` lists them).
 """
 
 from __future__ import annotations
@@ -11,21 +12,28 @@ import sys
 import time
 from pathlib import Path
 
-CHOICES = {"cam": "CAM", "grad-cam": "Grad-CAM", "grad-cam++": "Grad-CAM++", "score-cam": "Score-CAM"}
+from .methods import METHODS, by_slug
 
 
 def build_parser() -> argparse.ArgumentParser:
+    slugs = list(by_slug())  # read now, so a method registered later is offered too
     parser = argparse.ArgumentParser(prog="python -m xai_helpers", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    explain = sub.add_parser("explain", help="explain one image with CAM methods")
+    explain = sub.add_parser("explain", help="explain one image with the registered methods")
     explain.add_argument("image", help="a path, or a sample name (see `python -m xai_helpers samples`)")
-    explain.add_argument("--method", default="all", choices=["all", *CHOICES], help="which method (default: all)")
+    explain.add_argument(
+        "--method",
+        action="append",
+        choices=["all", *slugs],
+        help="a method to run; repeat it for several (default: all)",
+    )
     explain.add_argument("--target", type=int, default=None, help="class index to explain (default: top-1)")
     explain.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (default) or resnet50")
     explain.add_argument("--out", default=None, help="figure to write (default: IMAGE_explained.png)")
     explain.add_argument("--cmap", default="viridis", help="colormap (default: viridis)")
     explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1 (default: 0.5)")
     sub.add_parser("samples", help="list the sample photos")
+    sub.add_parser("methods", help="list the registered methods")
     return parser
 
 
@@ -36,10 +44,12 @@ def explain(args) -> int:
     import matplotlib.pyplot as plt
     import torch
 
-    import xai_helpers as xh
+    from .visualize import plot_overlays
+    from .images import load_image
+    from .model import load_model
 
-    image = xh.load_image(args.image)
-    loaded = xh.load_model(args.model)
+    image = load_image(args.image)
+    loaded = load_model(args.model)
     x = loaded.preprocess(image)
     print(f"{args.image}: {image.width}x{image.height}, model {loaded.name}")
     print("top-5 predictions:")
@@ -54,15 +64,18 @@ def explain(args) -> int:
         with torch.no_grad():
             probs[target] = float(loaded.model(x).softmax(-1)[0, target])
     label = f"{loaded.categories[target]} ({probs[target]:.1%})"
-    methods = list(CHOICES.values()) if args.method == "all" else [CHOICES[args.method]]
+    chosen = args.method or ["all"]
+    slugs = by_slug()
+    methods = list(slugs.values()) if "all" in chosen else [slugs[s] for s in dict.fromkeys(chosen)]
     heats = {}
     print(f"explaining class {target} '{loaded.categories[target]}':")
-    for name in methods:
+    width = max(len(m.name) for m in methods)
+    for method in methods:
         start = time.perf_counter()
-        heats[name] = xh.METHODS[name](loaded.model, x, loaded.target_layer, target=target)[0]
-        print(f"  {name:<11} {(time.perf_counter() - start) * 1000:8.0f} ms")
+        heats[method.name] = method(loaded.model, x, loaded.target_layer, target=target)[0]
+        print(f"  {method.name:<{width}} {(time.perf_counter() - start) * 1000:8.0f} ms")
     out = Path(args.out) if args.out else Path(f"{Path(str(args.image)).stem}_explained.png")
-    fig = xh.plot_overlays(image, heats, subtitles={n: label for n in heats}, alpha=args.alpha, cmap=args.cmap)
+    fig = plot_overlays(image, heats, subtitles={n: label for n in heats}, alpha=args.alpha, cmap=args.cmap)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     print(f"wrote {out}")
@@ -73,9 +86,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "samples":
-            import xai_helpers as xh
+            from .images import SAMPLES
 
-            print("\n".join(xh.SAMPLES))
+            print("\n".join(SAMPLES))
+            return 0
+        if args.command == "methods":
+            for method in METHODS.values():
+                print(f"{method.slug:<12} {method.name:<12} {method.family:<15} {method.cost}")
             return 0
         return explain(args)
     except (ValueError, FileNotFoundError) as exc:

@@ -15,7 +15,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import Target, check_input, finish, forward_with_capture, resolve_targets
+from .core import (
+    ReshapeTransform,
+    Target,
+    check_input,
+    finish,
+    forward_with_capture,
+    is_callable_target,
+    resolve_targets,
+    to_feature_map,
+)
 from .hooks import iter_modules
 
 __all__ = ["cam", "find_gap_linear"]
@@ -26,7 +35,9 @@ _NEEDS_HEAD = (
 )
 
 
-def find_gap_linear(model: nn.Module, x: torch.Tensor, layer: nn.Module) -> nn.Linear:
+def find_gap_linear(
+    model: nn.Module, x: torch.Tensor, layer: nn.Module, reshape_transform: ReshapeTransform = None
+) -> nn.Linear:
     """Find the Linear layer that maps GAP(layer output) straight to the logits.
 
     Runs one forward pass and checks two facts rather than trusting module
@@ -35,11 +46,11 @@ def find_gap_linear(model: nn.Module, x: torch.Tensor, layer: nn.Module) -> nn.L
     """
     check_input(model, x, layer)
     activation, logits, seen = _forward(model, x[:1], layer, record_linears=True)
-    return _match_head(seen, activation, logits)
+    return _match_head(seen, to_feature_map(activation, reshape_transform), logits)
 
 
 def _forward(model: nn.Module, x: torch.Tensor, layer: nn.Module, record_linears: bool):
-    """One inference pass: (activation, logits, [(linear, its input, its output), ...])."""
+    """One inference pass: (raw activation, output, [(linear, its input, its output), ...])."""
     seen: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
     handles = []
     if record_linears:
@@ -62,7 +73,11 @@ def _match_head(seen, activation: torch.Tensor, logits: torch.Tensor) -> nn.Line
         raise ValueError(_NEEDS_HEAD.format(why="the model's output is not produced by an nn.Linear"))
     fc, fc_input = final[-1]
     pooled = activation.float().mean((2, 3))
-    if fc_input.shape != pooled.shape or not torch.allclose(fc_input.float(), pooled, rtol=1e-4, atol=1e-5):
+    # The model computed its pooling in its own precision: compare at that precision's rounding.
+    eps = torch.finfo(fc_input.dtype).eps if fc_input.is_floating_point() else 1.0
+    scale = float(pooled.abs().max().clamp_min(1.0)) if pooled.numel() else 1.0
+    rtol, atol = max(1e-4, 8 * eps), max(1e-5, 8 * eps * scale)
+    if fc_input.shape != pooled.shape or not torch.allclose(fc_input.float(), pooled, rtol=rtol, atol=atol):
         raise ValueError(
             _NEEDS_HEAD.format(
                 why=f"the final Linear ({fc.in_features} inputs) does not receive the global average of this "
@@ -78,6 +93,8 @@ def cam(
     layer: nn.Module,
     target: Target = None,
     fc: nn.Linear | None = None,
+    *,
+    reshape_transform: ReshapeTransform = None,
 ) -> torch.Tensor:
     """Class activation maps, M_c = sum_k w_k^c A^k (Zhou et al. 2016, Eq. 2).
 
@@ -85,19 +102,34 @@ def cam(
         model: a classifier whose head is GAP(layer) -> Linear.
         x: (N, 3, H, W) input batch.
         layer: the module whose output is pooled.
-        target: None (each image's top-1), an int, or N ints.
+        target: None (each image's top-1), an int, or N ints. A callable
+            target has no fc row, so CAM refuses it (use Grad-CAM).
         fc: the final Linear; detected (and verified) when None.
+        reshape_transform: as :func:`xai_helpers.grad_cam`.
 
     Returns:
         (N, H, W) float32 heatmaps in [0, 1].
+
+    Zhou et al. define M_c without a ReLU and without the 1/Z of the pooling;
+    here, as in every CAM method of this package, the map is ReLU'd and
+    min-max scaled (``core.finish``), which removes any positive factor such as
+    1/Z. The fc bias adds the same constant to every pixel and is dropped.
 
     Example:
         >>> heat = cam(m.model, x, m.target_layer)  # doctest: +SKIP
     """
     check_input(model, x, layer)
+    if is_callable_target(target):
+        raise ValueError(
+            "CAM explains one class through its row of the final Linear layer, so target must be None, an int "
+            "or N ints; use Grad-CAM for a callable target"
+        )
     # One forward pass does everything: the activation, the logits (for
     # target=None) and, when fc is not given, the evidence to find it.
     activation, logits, seen = _forward(model, x, layer, record_linears=fc is None)
+    activation = to_feature_map(activation, reshape_transform)
+    if logits.ndim != 2:
+        raise ValueError(f"CAM needs (N, classes) logits, but the model's output has shape {tuple(logits.shape)}")
     if fc is None:
         fc = _match_head(seen, activation, logits)
     elif (

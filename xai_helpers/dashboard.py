@@ -1,4 +1,4 @@
-"""An ipywidgets dashboard that puts the four CAM methods side by side.
+"""A dashboard that puts the registered methods side by side.
 
     import xai_helpers as xh
     xh.dashboard()          # in JupyterLab, or served with `voila`
@@ -8,9 +8,18 @@ a search over all 1000 names), the methods and the layer. Each overlay shows
 its run time and a faithfulness figure: the model's confidence in the class
 when only the map's top 50% of pixels are kept, relative to the full photo.
 
-Heatmaps are cached per (image, target, layer, method), so changing the
-opacity or the colormap only re-draws. Errors (an upload that is not an
-image, say) are shown in the dashboard, and the previous state stays usable.
+Two parts:
+
+* :class:`DashboardState` holds the photo, the class, the layer, the cache and
+  the computation, with no widget in sight, so it is tested on its own;
+* :class:`Dashboard` is the thin ipywidgets view over it.
+
+The methods come from the registry (``xai_helpers.methods.METHODS``). Those
+marked ``default`` are ticked at the start; expensive ones (Score-CAM) are one
+click away and show a progress bar. Heatmaps are cached per (image, target,
+layer, method), so changing the opacity or the colormap only re-draws. Any
+error, from a bad upload to a method that runs out of memory, is shown in the
+dashboard, and the previous state stays usable.
 """
 
 from __future__ import annotations
@@ -20,16 +29,17 @@ import html
 import io
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from . import METHODS
 from .images import SAMPLES, load_image
+from .methods import METHODS
 from .metrics import confidence_kept
 from .model import LoadedModel, load_model
 from .visualize import SAFE_CMAPS, overlay
 
-__all__ = ["Dashboard", "dashboard", "MAX_SIDE"]
+__all__ = ["Dashboard", "DashboardState", "Result", "dashboard", "MAX_SIDE"]
 
 # Uploaded photos larger than this (in pixels, longest side) are shrunk first:
 # the model sees 224 x 224 anyway, and overlays of huge photos are slow to draw.
@@ -45,6 +55,132 @@ class Result:
     faithfulness: float
 
 
+def describe_error(error: BaseException) -> str:
+    """One line for the UI: the message, prefixed by the kind unless it is a plain ValueError."""
+    text = str(error) or type(error).__name__
+    if isinstance(error, (ValueError, FileNotFoundError)):
+        return text
+    return f"{type(error).__name__}: {text}"
+
+
+class DashboardState:
+    """Everything the dashboard knows and computes, without widgets.
+
+    ``methods`` are the names ticked at the start (default: the registry's
+    ``default`` entries). Methods are looked up in ``METHODS`` when they run,
+    so an entry registered later shows up in a new dashboard.
+    """
+
+    def __init__(self, loaded: LoadedModel | None = None, methods=None):
+        if methods is None:
+            methods = [name for name, entry in METHODS.items() if entry.default]
+        methods = list(methods)
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        self.loaded = loaded or load_model()
+        self.methods = list(METHODS)  # every method the view offers, in registry order
+        self.selected = [m for m in self.methods if m in methods]
+        self.cache: dict[tuple, Result] = {}
+        self.image = None
+        self.shown = None
+        self.image_key = None
+        self.x = None
+        self.top5: list[tuple[int, str, float]] = []
+        self.target: int | None = None
+        self.layer_names = list(self.loaded.layers) or ["target layer"]
+        self.layer_name = next(
+            (n for n, mod in self.loaded.layers.items() if mod is self.loaded.target_layer), self.layer_names[-1]
+        )
+        self.results: dict[str, Result | BaseException] = {}
+
+    # --- inputs ---------------------------------------------------------------
+    def set_image(self, source, key: str) -> None:
+        """Load a photo (anything ``load_image`` takes) and predict; the state changes only if all of it works."""
+        image = load_image(source)
+        if max(image.size) > MAX_SIDE:
+            image = image.copy()
+            image.thumbnail((MAX_SIDE, MAX_SIDE))
+        x = self.loaded.preprocess(image)
+        top5 = self.loaded.predict(x, k=5)
+        # Only now, with everything valid, replace the state.
+        self.image, self.image_key, self.x, self.top5 = image, key, x, top5
+        # Overlays are drawn at display size: blending and encoding a
+        # full-size photo would make every redraw slow.
+        self.shown = image.copy()
+        self.shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
+        self.cache = {k: v for k, v in self.cache.items() if k[0] == key}
+        self.target = top5[0][0]
+
+    def set_target(self, target: int) -> None:
+        classes = len(self.loaded.categories)
+        if isinstance(target, bool) or not isinstance(target, int) or not 0 <= int(target) < classes:
+            raise ValueError(f"class {target!r} is out of range; valid classes are 0..{classes - 1}")
+        self.target = int(target)
+
+    def set_layer(self, name: str) -> None:
+        if name not in self.layer_names:
+            raise ValueError(f"unknown layer {name!r}; choose from {', '.join(self.layer_names)}")
+        self.layer_name = name
+
+    def select(self, names) -> None:
+        unknown = [m for m in names if m not in self.methods]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {self.methods}")
+        self.selected = [m for m in self.methods if m in names]
+
+    # --- computation ----------------------------------------------------------
+    def compute(self, method: str, progress: Callable[[int, int], None] | None = None) -> Result:
+        """The heatmap of ``method`` for the current image, target and layer (cached)."""
+        key = (self.image_key, self.target, self.layer_name, method)
+        if key not in self.cache:
+            entry = METHODS[method]
+            layer = self.loaded.layers.get(self.layer_name, self.loaded.target_layer)
+            settings = {"progress": progress} if entry.reports_progress and progress is not None else {}
+            start = time.perf_counter()
+            heat = entry(self.loaded.model, self.x, layer, target=self.target, **settings)
+            seconds = time.perf_counter() - start
+            faithful = float(confidence_kept(self.loaded.model, self.x, heat, self.target)[0])
+            self.cache[key] = Result(heat[0].cpu(), seconds, faithful)
+        return self.cache[key]
+
+    def refresh(self, before=None, progress_for=None) -> dict[str, Result | BaseException]:
+        """Compute every selected method; a method's error becomes its result, never an exception.
+
+        ``before(method)`` is called before each computation (for a status
+        line); ``progress_for(method)`` gives the progress callback for it.
+        """
+        results: dict[str, Result | BaseException] = {}
+        if self.image is None or self.target is None:
+            self.results = results
+            return results
+        for method in self.selected:
+            if before is not None:
+                before(method)
+            try:
+                results[method] = self.compute(method, progress_for(method) if progress_for else None)
+            except Exception as error:  # noqa: BLE001 - shown in the panel: out of memory, a bad layer, a bug
+                results[method] = error
+        self.results = results
+        return results
+
+    def caption(self, method: str) -> str:
+        """The HTML caption under a method's panel."""
+        result = self.results.get(method)
+        label = html.escape(self.loaded.categories[self.target]) if self.target is not None else ""
+        if isinstance(result, Result):
+            return (
+                f"<b>{html.escape(method)}</b>: {label}<br>{result.seconds * 1000:.0f} ms · "
+                f"confidence with top 50% kept: {result.faithfulness:.0%}"
+            )
+        if result is None:
+            return f"<b>{html.escape(method)}</b>"
+        return (
+            f"<b>{html.escape(method)}</b><br><span class='xh-error' style='color:#b00020'>"
+            f"{html.escape(describe_error(result))}</span>"
+        )
+
+
 def _jpeg(image) -> bytes:
     # JPEG, not PNG: encoding is ~25x faster, which keeps a redraw of four
     # overlays well under 100 ms.
@@ -54,35 +190,19 @@ def _jpeg(image) -> bytes:
 
 
 class Dashboard:
-    """The comparison dashboard. ``Dashboard().widget`` is the root widget; the
-    object displays itself in a notebook."""
+    """The comparison dashboard's view. ``Dashboard().widget`` is the root widget; the
+    object displays itself in a notebook. ``.state`` is its :class:`DashboardState`."""
 
     def __init__(self, loaded: LoadedModel | None = None, image: str = "chelsea", methods=None):
         import ipywidgets as w
 
-        methods = list(METHODS) if methods is None else list(methods)
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-
-        self.loaded = loaded or load_model()
-        self.cache: dict[tuple, Result] = {}
-        self.image = None
-        self.shown = None
-        self.image_key = None
-        self.x = None
-        self.top5: list[tuple[int, str, float]] = []
-        self.target: int | None = None
-        self.results: dict = {}
+        self.state = DashboardState(loaded, methods)
         self.renders = 0
         self._busy = False
+        state = self.state
 
-        names = [f"{i}: {name}" for i, name in enumerate(self.loaded.categories)]
+        names = [f"{i}: {name}" for i, name in enumerate(state.loaded.categories)]
         self._class_by_label = {label: i for i, label in enumerate(names)}
-        layer_names = list(self.loaded.layers) or ["target layer"]
-        default_layer = next(
-            (n for n, mod in self.loaded.layers.items() if mod is self.loaded.target_layer), layer_names[-1]
-        )
 
         self.image_picker = w.Dropdown(options=SAMPLES, value=image if image in SAMPLES else None, description="Photo")
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload your own")
@@ -91,16 +211,24 @@ class Dashboard:
         self.search = w.Combobox(
             options=names, placeholder="search all 1000 classes", ensure_option=True, description="Class"
         )
-        self.method_boxes = {name: w.Checkbox(value=name in methods, description=name, indent=False) for name in METHODS}
-        self.layer = w.Dropdown(options=layer_names, value=default_layer, description="Layer")
+        self.method_boxes = {
+            name: w.Checkbox(
+                value=name in state.selected,
+                description=name if METHODS[name].fast else f"{name} (slow)",
+                tooltip=f"{METHODS[name].paper.authors} {METHODS[name].paper.year}; cost: {METHODS[name].cost}",
+                indent=False,
+            )
+            for name in state.methods
+        }
+        self.layer = w.Dropdown(options=state.layer_names, value=state.layer_name, description="Layer")
         self.alpha = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity", continuous_update=False)
         self.cmap = w.Dropdown(options=list(SAFE_CMAPS), value="viridis", description="Colormap")
         self.message = w.HTML()
         self.status = w.HTML()
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="Score-CAM", layout={"visibility": "hidden"})
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout={"visibility": "hidden"})
         self.original = w.Image(format="jpeg", layout={"width": PANEL_WIDTH})
         self.original_caption = w.HTML()
-        self.panels = {name: (w.Image(format="jpeg", layout={"width": PANEL_WIDTH}), w.HTML()) for name in METHODS}
+        self.panels = {name: (w.Image(format="jpeg", layout={"width": PANEL_WIDTH}), w.HTML()) for name in state.methods}
         box = {"width": PANEL_WIDTH, "margin": "4px"}
         self.original_box = w.VBox([self.original, self.original_caption], layout=box)
         self.panel_boxes = {name: w.VBox(list(parts), layout=box) for name, parts in self.panels.items()}
@@ -112,147 +240,121 @@ class Dashboard:
                 self.predictions,
                 self.quick_pick,
                 self.search,
-                w.HBox(list(self.method_boxes.values())),
+                w.HBox(list(self.method_boxes.values()), layout={"flex_flow": "row wrap"}),
                 w.HBox([self.layer, self.alpha, self.cmap]),
                 w.HBox([self.progress, self.status]),
                 self.message,
             ]
         )
-        self.widget = w.VBox([w.HTML("<h3>Compare CAM methods</h3>"), controls, self.grid])
+        self.widget = w.VBox([w.HTML("<h3>Compare explanation methods</h3>"), controls, self.grid])
 
         self.image_picker.observe(self._on_sample, names="value")
         self.upload.observe(self._on_upload, names="value")
         self.quick_pick.observe(self._on_quick_pick, names="value")
         self.search.observe(self._on_search, names="value")
-        for box in self.method_boxes.values():
-            box.observe(self._on_settings, names="value")
-        self.layer.observe(self._on_settings, names="value")
+        for checkbox in self.method_boxes.values():
+            checkbox.observe(self._on_methods, names="value")
+        self.layer.observe(self._on_layer, names="value")
         self.alpha.observe(self._on_style, names="value")
         self.cmap.observe(self._on_style, names="value")
 
         if self.image_picker.value:
-            self._guard(self.set_image, self.image_picker.value, self.image_picker.value)
+            self._guard(self._load, self.image_picker.value, self.image_picker.value)
 
-    # --- display -----------------------------------------------------------
+    # --- convenience views of the state (read-only) ----------------------------
+    loaded = property(lambda self: self.state.loaded)
+    cache = property(lambda self: self.state.cache)
+    image = property(lambda self: self.state.image)
+    image_key = property(lambda self: self.state.image_key)
+    target = property(lambda self: self.state.target)
+    results = property(lambda self: self.state.results)
+
+    def selected_methods(self) -> list[str]:
+        return list(self.state.selected)
+
     def _ipython_display_(self):
         from IPython.display import display
 
         display(self.widget)
 
-    # --- state changes -----------------------------------------------------
+    # --- actions --------------------------------------------------------------
     def _guard(self, fn, *args):
-        """Run a callback; show ValueError/FileNotFoundError in the UI, keep the previous state."""
+        """Run an action; show any error in the UI and keep the previous state."""
         try:
             self.message.value = ""
             fn(*args)
-        except (ValueError, FileNotFoundError) as error:
+        except Exception as error:  # noqa: BLE001 - the page must say what went wrong, not go silent
+            kind = "Could not use that input" if isinstance(error, (ValueError, FileNotFoundError)) else "Something went wrong"
             self.message.value = (
-                '<div class="xh-error" style="color:#b00020">'
-                f"<b>Could not use that input:</b> {html.escape(str(error))}</div>"
+                f'<div class="xh-error" style="color:#b00020"><b>{kind}:</b> {html.escape(describe_error(error))}</div>'
             )
 
-    def set_image(self, source, key: str) -> None:
-        """Load a photo (anything ``load_image`` takes), predict, and explain its top-1 class."""
-        image = load_image(source)
-        if max(image.size) > MAX_SIDE:
-            image = image.copy()
-            image.thumbnail((MAX_SIDE, MAX_SIDE))
-        x = self.loaded.preprocess(image)
-        top5 = self.loaded.predict(x, k=5)
-        # Only now, with everything valid, replace the state.
-        self.image, self.image_key, self.x, self.top5 = image, key, x, top5
-        # Overlays are drawn at display size: the panels are 260 px wide, and
-        # blending and encoding a full-size photo would make every redraw slow.
-        self.shown = image.copy()
-        self.shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
-        self.cache = {k: v for k, v in self.cache.items() if k[0] == key}
-        self.original.value = _jpeg(self.shown)
+    def _load(self, source, key: str) -> None:
+        self.state.set_image(source, key)
+        self.original.value = _jpeg(self.state.shown)
         rows = "".join(
             f"<tr><td>{rank}.</td><td>{html.escape(name)}</td><td>{p:.1%}</td></tr>"
-            for rank, (_, name, p) in enumerate(top5, start=1)
+            for rank, (_, name, p) in enumerate(self.state.top5, start=1)
         )
         self.predictions.value = f"<b>Top-5 predictions</b><table>{rows}</table>"
         self._busy = True
         try:
-            self.quick_pick.options = [(f"{name} ({p:.0%})", index) for index, name, p in top5]
-            self.quick_pick.value = top5[0][0]
+            self.quick_pick.options = [(f"{name} ({p:.0%})", index) for index, name, p in self.state.top5]
+            self.quick_pick.value = self.state.target
         finally:
             self._busy = False
-        self.set_target(top5[0][0])
-
-    def set_target(self, target: int) -> None:
-        if not 0 <= int(target) < len(self.loaded.categories):
-            raise ValueError(f"class {target} is out of range; valid classes are 0..{len(self.loaded.categories) - 1}")
-        self.target = int(target)
         self.refresh()
 
-    def selected_methods(self) -> list[str]:
-        return [name for name, box in self.method_boxes.items() if box.value]
+    def set_target(self, target: int) -> None:
+        self.state.set_target(target)
+        self.refresh()
 
-    def compute(self, method: str) -> Result:
-        """The heatmap of ``method`` for the current image, target and layer (cached)."""
-        key = (self.image_key, self.target, self.layer.value, method)
-        if key not in self.cache:
-            layer = self.loaded.layers.get(self.layer.value, self.loaded.target_layer)
-            kwargs = {}
-            if method == "Score-CAM":
-                kwargs["progress"] = self._progress
-                self.progress.layout.visibility = "visible"
-            start = time.perf_counter()
-            try:
-                heat = METHODS[method](self.loaded.model, self.x, layer, target=self.target, **kwargs)
-            finally:
-                self.progress.layout.visibility = "hidden"
-            seconds = time.perf_counter() - start
-            faithful = float(confidence_kept(self.loaded.model, self.x, heat, self.target)[0])
-            self.cache[key] = Result(heat[0].cpu(), seconds, faithful)
-        return self.cache[key]
+    def _progress_for(self, method: str):
+        def update(done: int, total: int) -> None:
+            self.progress.max = max(total, 1)
+            self.progress.value = done
 
-    def _progress(self, done: int, total: int) -> None:
-        self.progress.max = max(total, 1)
-        self.progress.value = done
+        self.progress.description = method
+        return update
+
+    def _before(self, method: str) -> None:
+        self.status.value = f"computing {html.escape(method)}…"
+        if METHODS[method].reports_progress:
+            self.progress.value = 0
+            self.progress.layout.visibility = "visible"
 
     def refresh(self) -> None:
         """Compute what is missing, then draw."""
-        if self.image is None or self.target is None:
-            return
-        results = {}
-        for method in self.selected_methods():
-            self.status.value = f"computing {method}…"
-            try:
-                results[method] = self.compute(method)
-            except ValueError as error:  # e.g. CAM on a layer that is not pooled
-                results[method] = error
-        self.status.value = ""
-        self.results = results
+        try:
+            self.state.refresh(before=self._before, progress_for=self._progress_for)
+        finally:
+            self.status.value = ""
+            self.progress.layout.visibility = "hidden"
         self.draw()
 
     def draw(self) -> None:
         """Re-draw the overlays of the last results (no model calls)."""
-        results = self.results
-        label = html.escape(self.loaded.categories[self.target])
-        self.original_caption.value = f"<b>original</b><br>{self.image.width}×{self.image.height}"
+        state = self.state
+        if state.image is None:
+            return
+        self.original_caption.value = f"<b>original</b><br>{state.image.width}×{state.image.height}"
         children = [self.original_box]
-        for method, result in results.items():
+        for method, result in state.results.items():
             image_widget, caption = self.panels[method]
             if isinstance(result, Result):
-                image_widget.value = _jpeg(overlay(self.shown, result.heat, self.alpha.value, self.cmap.value))
-                caption.value = (
-                    f"<b>{method}</b>: {label}<br>{result.seconds * 1000:.0f} ms · "
-                    f"confidence with top 50% kept: {result.faithfulness:.0%}"
-                )
-            elif result is not None:
-                image_widget.value = _jpeg(self.shown)
-                caption.value = f"<b>{method}</b><br><span style='color:#b00020'>{html.escape(str(result))}</span>"
+                image_widget.value = _jpeg(overlay(state.shown, result.heat, self.alpha.value, self.cmap.value))
+            else:
+                image_widget.value = _jpeg(state.shown)
+            caption.value = state.caption(method)
             children.append(self.panel_boxes[method])
         if tuple(self.grid.children) != tuple(children):
             self.grid.children = children
         self.renders += 1
 
-    # --- widget callbacks --------------------------------------------------
+    # --- widget callbacks -------------------------------------------------------
     def _on_sample(self, change):
         if change["new"]:
-            self._guard(self.set_image, change["new"], change["new"])
+            self._guard(self._load, change["new"], change["new"])
 
     def _on_upload(self, change):
         files = change["new"]
@@ -265,7 +367,7 @@ class Dashboard:
 
     def _set_upload(self, content: bytes, key: str, name: str) -> None:
         try:
-            self.set_image(content, key)
+            self._load(content, key)
         except ValueError as error:
             raise ValueError(f"{name!r}: {error}") from None
         self._busy = True
@@ -283,11 +385,22 @@ class Dashboard:
         if label in self._class_by_label:
             self._guard(self.set_target, self._class_by_label[label])
 
-    def _on_settings(self, change):
-        self._guard(self.refresh)
+    def _on_methods(self, change):
+        self._guard(self._apply_methods)
+
+    def _apply_methods(self):
+        self.state.select([name for name, box in self.method_boxes.items() if box.value])
+        self.refresh()
+
+    def _on_layer(self, change):
+        self._guard(self._apply_layer, change["new"])
+
+    def _apply_layer(self, name):
+        self.state.set_layer(name)
+        self.refresh()
 
     def _on_style(self, change):
-        if self.image is not None and self.target is not None:
+        if self.state.image is not None and self.state.target is not None:
             self._guard(self.draw)
 
 
@@ -297,6 +410,7 @@ def dashboard(loaded: LoadedModel | None = None, image: str = "chelsea", methods
     Args:
         loaded: the model (default: ``load_model()``).
         image: the sample photo shown first.
-        methods: the methods ticked at the start (default: all four).
+        methods: the methods ticked at the start (default: the registry's
+            ``default`` ones, the fast CAM family; the others are one click away).
     """
     return Dashboard(loaded, image, methods)

@@ -11,30 +11,54 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import Target, check_input, finish, forward_with_capture, resolve_targets
+from .core import ReshapeTransform, Target, check_input, finish, forward_with_capture, target_scores, to_feature_map
 
-__all__ = ["grad_cam", "grad_cam_plus_plus", "activation_and_gradient"]
+__all__ = ["grad_cam", "grad_cam_plus_plus", "grad_cam_plus_plus_weights", "activation_and_gradient"]
 
 
-def activation_and_gradient(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None):
+def activation_and_gradient(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: nn.Module,
+    target: Target = None,
+    reshape_transform: ReshapeTransform = None,
+):
     """One forward and one partial backward pass.
 
-    Returns ``(A, g, targets, logits)`` with A and g of shape (N, C, h, w),
-    g = dy^c/dA for each image's target class c, and all of them detached.
-    Images in a batch are independent in eval mode, so summing the N target
-    logits gives every image its own gradient in one backward pass.
+    Returns ``(A, g, classes, output)`` with A and g of shape (N, C, h, w)
+    (after ``reshape_transform``), g = dy^c/dA for each image's target score
+    y^c, ``classes`` the (N,) class indices (None for a callable target), and
+    all of them detached. Images in a batch are independent in eval mode, so
+    summing the N scores gives every image its own gradient in one backward pass.
     """
     check_input(model, x, layer)
     # The caller may be inside no_grad() or inference_mode(): neither must reach the graph.
     with torch.inference_mode(False), torch.enable_grad():
-        activation, logits = forward_with_capture(model, x, layer, grad=True)
-        targets = resolve_targets(target, logits)
-        score = logits.gather(1, targets[:, None]).sum()
-    (grads,) = torch.autograd.grad(score, activation)
-    return activation.detach(), grads, targets, logits.detach()
+        activation, output = forward_with_capture(model, x, layer, grad=True)
+        scores, classes = target_scores(target, output)
+        if not scores.requires_grad:
+            raise ValueError("the target's score does not depend on the layer's activation; choose a layer before the output")
+        total = scores.sum()
+    (grads,) = torch.autograd.grad(total, activation, allow_unused=True)
+    if grads is None:
+        grads = torch.zeros_like(activation)
+    activation = activation.detach()
+    return (
+        to_feature_map(activation, reshape_transform),
+        to_feature_map(grads, reshape_transform),
+        classes,
+        output.detach(),
+    )
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None) -> torch.Tensor:
+def grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: nn.Module,
+    target: Target = None,
+    *,
+    reshape_transform: ReshapeTransform = None,
+) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017, Eqs. 1-2).
 
     .. math::
@@ -46,15 +70,18 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target
     with y^c the logit of class c (before softmax) and Z = h * w.
 
     Args:
-        model: any differentiable classifier returning (N, classes) logits.
+        model: any differentiable model; its output goes through ``core.select_output``.
         x: (N, 3, H, W) input batch.
-        layer: the module whose (N, C, h, w) output is explained.
-        target: None (each image's top-1), an int, or N ints.
+        layer: the module whose output is explained.
+        target: None (each image's top-1), an int, N ints, or a callable
+            ``f(output) -> (N,)`` score (see ``xai_helpers.core``).
+        reshape_transform: turns the layer's output into (N, C, h, w);
+            None detects ViT tokens and Swin's channels-last maps.
 
     Returns:
         (N, H, W) float32 heatmaps in [0, 1].
     """
-    activation, grads, _, _ = activation_and_gradient(model, x, layer, target)
+    activation, grads, _, _ = activation_and_gradient(model, x, layer, target, reshape_transform)
     alpha = grads.mean((2, 3), keepdim=True)  # Eq. 1
     return finish((alpha * activation).sum(1), x.shape[-2:])  # Eq. 2
 
@@ -81,7 +108,14 @@ def grad_cam_plus_plus_weights(activation: torch.Tensor, grads: torch.Tensor) ->
     return (alpha * grads.clamp_min(0)).sum((2, 3))
 
 
-def grad_cam_plus_plus(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None) -> torch.Tensor:
+def grad_cam_plus_plus(
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: nn.Module,
+    target: Target = None,
+    *,
+    reshape_transform: ReshapeTransform = None,
+) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhay et al. 2018, Eq. 19 with the exponential closed form).
 
     .. math::
@@ -100,6 +134,6 @@ def grad_cam_plus_plus(model: nn.Module, x: torch.Tensor, layer: nn.Module, targ
 
     Args and returns as :func:`grad_cam`.
     """
-    activation, grads, _, _ = activation_and_gradient(model, x, layer, target)
+    activation, grads, _, _ = activation_and_gradient(model, x, layer, target, reshape_transform)
     weights = grad_cam_plus_plus_weights(activation, grads)
     return finish(torch.einsum("nc,nchw->nhw", weights, activation), x.shape[-2:])

@@ -9,13 +9,33 @@ parameters' ``.grad`` and ``requires_grad`` untouched.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["evaluating", "LayerCapture", "check_submodule", "iter_modules"]
+__all__ = ["evaluating", "model_lock", "LayerCapture", "check_submodule", "iter_modules"]
+
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The re-entrant lock that serialises this package's passes over one model.
+
+    Switching train/eval flags and registering a hook are changes to a shared
+    object: two threads explaining one model at once would see each other's
+    hooks and restore each other's flags. Holding this lock for the duration
+    makes concurrent calls safe; they run one after the other.
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
 
 
 def iter_modules(model: nn.Module) -> Iterator[nn.Module]:
@@ -40,15 +60,18 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     set-ups intact, such as a training model with frozen BatchNorm layers.
     Only the modules that were training are touched (the flag is what
     ``Module.train`` sets), so a model already in eval mode costs nothing.
+    The model's :func:`model_lock` is held throughout, so another thread
+    cannot flip the flags half-way through a pass.
     """
-    training = [m for m in iter_modules(model) if m.training]
-    for module in training:
-        module.training = False
-    try:
-        yield model
-    finally:
+    with model_lock(model):
+        training = [m for m in iter_modules(model) if m.training]
         for module in training:
-            module.training = True
+            module.training = False
+        try:
+            yield model
+        finally:
+            for module in training:
+                module.training = True
 
 
 def check_submodule(model: nn.Module, layer: nn.Module) -> None:
@@ -92,8 +115,12 @@ class LayerCapture:
         self.calls = 0
         self._handle = None
         self._grad_mode = None
+        self._thread = threading.get_ident()
 
     def _hook(self, module, inputs, output):
+        if threading.get_ident() != self._thread:
+            # Another thread's forward pass through a shared model is not ours to record.
+            return None
         self.calls += 1
         if not isinstance(output, torch.Tensor):
             raise ValueError(
@@ -111,6 +138,7 @@ class LayerCapture:
         return None
 
     def __enter__(self) -> "LayerCapture":
+        self._thread = threading.get_ident()
         self._grad_mode = torch.is_grad_enabled()
         self._handle = self.layer.register_forward_hook(self._hook)
         return self
@@ -123,7 +151,9 @@ class LayerCapture:
         torch.set_grad_enabled(self._grad_mode)
 
     def check(self) -> torch.Tensor:
-        """The captured (N, C, h, w) activation, or a ValueError saying why there is none."""
+        """The captured activation, or a ValueError saying why there is none.
+
+        It is the layer's raw output; ``core.to_feature_map`` makes it (N, C, h, w)."""
         if self.calls == 0 or self.activation is None:
             raise ValueError(
                 f"the layer {type(self.layer).__name__} never ran in the forward pass; "
@@ -133,9 +163,5 @@ class LayerCapture:
             raise ValueError(
                 f"the layer {type(self.layer).__name__} ran {self.calls} times in one forward pass, "
                 "so its activation is ambiguous; choose a module that runs once"
-            )
-        if self.activation.ndim != 4:
-            raise ValueError(
-                f"the layer's output has shape {tuple(self.activation.shape)}; CAM methods need a (N, C, h, w) feature map"
             )
         return self.activation

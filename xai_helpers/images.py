@@ -61,11 +61,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _open(source, label: str) -> Image.Image:
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    # Our own limit is checked on the header, before any pixel is decoded;
+    # Pillow's global Image.MAX_IMAGE_PIXELS belongs to the caller and stays as it is.
     try:
         with warnings.catch_warnings():
-            # Pillow only warns between MAX_PIXELS and twice that: make it an error too.
+            # Pillow warns (rather than refuses) just above its own limit: refuse too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(source)
         with img:
@@ -77,8 +77,6 @@ def _open(source, label: str) -> Image.Image:
         raise ValueError(f"{label} is too large to open safely ({exc})") from exc
     except (Image.UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"{label} is not a readable image ({exc})") from exc
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
 
 
 def load_image(source) -> Image.Image:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import Target, check_input, resolve_targets
+from torchvision.transforms.v2 import functional as TF
+
+from .core import Target, check_input, resolve_targets, select_output
 from .hooks import evaluating
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "insertion_auc",
     "pointing_game",
     "energy_pointing_game",
+    "average_ranks",
     "spearman",
     "ssim",
 ]
@@ -41,11 +44,14 @@ def keep_top_mask(heat: torch.Tensor, keep: float = 0.5) -> torch.Tensor:
     """
     if not 0.0 < keep <= 1.0:
         raise ValueError(f"keep must be in (0, 1], got {keep}")
+    if not isinstance(heat, torch.Tensor) or heat.ndim != 3:
+        got = tuple(heat.shape) if isinstance(heat, torch.Tensor) else type(heat).__name__
+        raise ValueError(f"heat must be a (N, H, W) tensor of maps, got {got}")
     n, h, w = heat.shape
     count = max(1, round(keep * h * w))
     order = heat.flatten(1).argsort(dim=1, descending=True, stable=True)[:, :count]
-    mask = torch.zeros(n, h * w, dtype=torch.bool, device=heat.device)
-    mask.scatter_(1, order, True)
+    # Out-of-place scatter: works on tensors made under inference_mode too.
+    mask = torch.zeros(n, h * w, dtype=torch.bool, device=heat.device).scatter(1, order, True)
     return mask.view(n, h, w)
 
 
@@ -64,7 +70,9 @@ def confidence_kept(
 
 
 def _check_heat(model: nn.Module, x: torch.Tensor, heat: torch.Tensor) -> None:
-    check_input(model, x, model)
+    check_input(model, x)
+    if not isinstance(heat, torch.Tensor):
+        raise ValueError(f"heat must be a (N, H, W) tensor, got {type(heat).__name__}")
     if heat.shape != (x.shape[0], *x.shape[-2:]):
         raise ValueError(f"heat must have shape {(x.shape[0], *x.shape[-2:])}, got {tuple(heat.shape)}")
 
@@ -75,7 +83,7 @@ def _check_heat(model: nn.Module, x: torch.Tensor, heat: torch.Tensor) -> None:
 def _class_probability(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     out = []
     for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start : start + batch_size])
+        logits = select_output(model(x[start : start + batch_size]))
         out.append(logits.softmax(-1).gather(1, targets[start : start + batch_size, None])[:, 0])
     return torch.cat(out)
 
@@ -89,7 +97,7 @@ def explanation_scores(model: nn.Module, x: torch.Tensor, heat: torch.Tensor, ta
     """
     _check_heat(model, x, heat)
     with evaluating(model):
-        logits = model(x)
+        logits = select_output(model(x))
         targets = resolve_targets(target, logits)
         y = logits.softmax(-1).gather(1, targets[:, None])[:, 0]
         o = _class_probability(model, x * heat.to(x.device, x.dtype).unsqueeze(1), targets)
@@ -110,23 +118,15 @@ def increase_in_confidence(y: torch.Tensor, o: torch.Tensor) -> float:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float = 5.0, kernel: int = 11) -> torch.Tensor:
-    """Separable Gaussian blur with reflection padding: RISE's insertion start image."""
-    half = kernel // 2
-    grid = torch.arange(kernel, dtype=x.dtype, device=x.device) - half
-    weights = torch.exp(-(grid**2) / (2 * sigma**2))
-    weights = weights / weights.sum()
-    channels = x.shape[1]
-    padded = torch.nn.functional.pad(x, (half, half, half, half), mode="reflect")
-    horizontal = weights.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
-    vertical = weights.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-    out = torch.nn.functional.conv2d(padded, horizontal, groups=channels)
-    return torch.nn.functional.conv2d(out, vertical, groups=channels)
+    """Gaussian blur with reflection padding (torchvision's): RISE's insertion start image."""
+    return TF.gaussian_blur(x, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
 
 
 def auc(scores: torch.Tensor) -> torch.Tensor:
     """Normalised trapezoid area under curves sampled at equal steps on [0, 1]: (..., S) -> (...)."""
-    steps = scores.shape[-1] - 1
-    return (scores.sum(-1) - (scores[..., 0] + scores[..., -1]) / 2) / steps
+    if scores.shape[-1] < 2:
+        raise ValueError(f"a curve needs at least 2 points, got {scores.shape[-1]}")
+    return torch.trapezoid(scores, dx=1.0 / (scores.shape[-1] - 1), dim=-1)
 
 
 @torch.inference_mode()
@@ -156,7 +156,7 @@ def deletion_insertion_curves(
     pixels = h * w
     counts = list(range(0, pixels, step)) + [pixels]
     with evaluating(model):
-        targets = resolve_targets(target, model(x))
+        targets = resolve_targets(target, select_output(model(x)))
         start = x if mode == "deletion" else gaussian_blur(x)
         finish_image = torch.zeros_like(x) if mode == "deletion" else x
         order = heat.to(x.device).flatten(1).argsort(dim=1, descending=True, stable=True)
@@ -169,7 +169,7 @@ def deletion_insertion_curves(
                 ks = torch.tensor(counts[s : s + batch_size], device=x.device)
                 changed = (rank[i][None, :] < ks[:, None]).view(-1, 1, h, w).to(x.dtype)
                 images = start[i] * (1 - changed) + finish_image[i] * changed
-                probs = model(images).softmax(-1)[:, targets[i]]
+                probs = select_output(model(images)).softmax(-1)[:, targets[i]]
                 curves[i, s : s + len(ks)] = probs
     return curves
 
@@ -220,27 +220,29 @@ def energy_pointing_game(heat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 # --- Adebayo et al. 2018: similarity of maps for sanity checks ---------------------------
 
 
+def average_ranks(t: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..P-1 of each row of (N, P) values, ties sharing their average rank (as scipy.stats.rankdata)."""
+    flat = t.flatten(1).double()
+    ordered = flat.sort(dim=1).values
+    below = torch.searchsorted(ordered, flat, right=False)  # values strictly smaller
+    up_to = torch.searchsorted(ordered, flat, right=True)  # values smaller or equal
+    return (below + up_to - 1).double() / 2
+
+
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation between each pair of maps: (N, H, W) x (N, H, W) -> (N,).
 
-    Pearson correlation of the ranks (ties get consecutive ranks in position
-    order, which is exact for maps without ties). A constant map correlates 0.
+    Pearson correlation of the ranks, ties given their average rank, as
+    ``scipy.stats.spearmanr`` does. ReLU'd maps are full of tied zeros, so this
+    matters. A constant map correlates 0 (scipy: NaN).
     """
     if a.shape != b.shape:
         raise ValueError(f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-
-    def ranks(t):
-        flat = t.flatten(1).float()
-        order = flat.argsort(dim=1, stable=True)
-        r = torch.empty_like(flat)
-        r.scatter_(1, order, torch.arange(flat.shape[1], dtype=flat.dtype, device=flat.device).expand_as(flat))
-        return r
-
-    ra, rb = ranks(a), ranks(b)
+    ra, rb = average_ranks(a), average_ranks(b)
     ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
     denominator = ra.norm(dim=1) * rb.norm(dim=1)
-    constant = (a.flatten(1).amax(1) == a.flatten(1).amin(1)) | (b.flatten(1).amax(1) == b.flatten(1).amin(1))
-    return torch.where(constant, torch.zeros_like(denominator), (ra * rb).sum(1) / denominator.clamp_min(1e-12))
+    rho = (ra * rb).sum(1) / denominator.clamp_min(1e-300)
+    return torch.where(denominator > 0, rho, torch.zeros_like(rho)).float()
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
@@ -248,7 +250,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5,
     if a.shape != b.shape:
         raise ValueError(f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    x, y = a.float().unsqueeze(1), b.float().unsqueeze(1)
+    x, y = a.double().unsqueeze(1), b.double().unsqueeze(1)
     grid = torch.arange(window, dtype=x.dtype, device=x.device) - window // 2
     g = torch.exp(-(grid**2) / (2 * sigma**2))
     g = (g / g.sum()).view(1, 1, 1, -1)
@@ -261,4 +263,4 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5,
     var_y = blur(y * y) - mu_y**2
     cov = blur(x * y) - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return s.flatten(1).mean(1)
+    return s.flatten(1).mean(1).float()

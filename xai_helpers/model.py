@@ -259,12 +259,13 @@ class LoadedModel:
         x = image if isinstance(image, torch.Tensor) else self.preprocess(image)
         if x.ndim == 3:
             x = x.unsqueeze(0)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            probs = self.model(x.to(self.device)).softmax(-1)[0]
-        finally:
-            self.model.train(was_training)
+        from .core import select_output
+        from .hooks import evaluating
+
+        # evaluating() restores each submodule's own flag: model.train(flag) would
+        # switch frozen BatchNorm layers of a training model back to training.
+        with evaluating(self.model):
+            probs = select_output(self.model(x.to(self.device))).softmax(-1)[0]
         top = probs.topk(k)
         return [(int(i), self.categories[int(i)], float(p)) for p, i in zip(top.values, top.indices)]
 

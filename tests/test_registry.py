@@ -1,0 +1,175 @@
+"""The registry is the only list of methods: everything else reads it, and nothing names a method."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import xai_helpers as xh
+from xai_helpers.__main__ import build_parser, main
+from xai_helpers.methods import FAMILIES, Method, Paper, by_slug, get_method, register, unregister
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "xai_helpers"
+
+
+def test_every_entry_is_complete():
+    assert list(xh.METHODS) == ["CAM", "Grad-CAM", "Grad-CAM++", "Score-CAM", "Saliency"]
+    for name, m in xh.METHODS.items():
+        assert isinstance(m, Method) and m.name == name
+        assert m.family in FAMILIES
+        assert isinstance(m.paper, Paper) and m.paper.year > 2000 and m.paper.url.startswith("https://")
+        assert m.cost and callable(m.passes) and callable(m.function)
+        assert m.signed == (m.to_heatmap is not None)
+        doc = m.function.__doc__ or ""
+        assert str(m.paper.year) in doc and any(ref in doc for ref in ("Eq", "Sec.", "Algorithm")), name
+    assert len(by_slug()) == len(xh.METHODS)
+
+
+def test_costs_as_numbers():
+    assert xh.METHODS["CAM"].passes() == (1, 0)
+    assert xh.METHODS["Grad-CAM"].passes() == (1, 1)
+    assert xh.METHODS["Score-CAM"].passes(channels=640) == (641, 0)
+    assert xh.METHODS["Saliency"].passes() == (1, 1)
+
+
+def test_entries_keep_the_old_call_signature(small_cnn):
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    layer = small_cnn.features[5]
+    torch.testing.assert_close(xh.METHODS["Grad-CAM"](small_cnn, x, layer), xh.grad_cam(small_cnn, x, layer))
+    torch.testing.assert_close(xh.METHODS["Grad-CAM"](small_cnn, x, layer, 2), xh.grad_cam(small_cnn, x, layer, 2))
+
+
+def test_signed_raw_output_and_common_heatmap(small_cnn):
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    entry = xh.METHODS["Saliency"]
+    raw = entry.raw(small_cnn, x, target=1)
+    assert raw.shape == (2, 3, 16, 16) and (raw < 0).any() and (raw > 0).any()
+    heat = entry(small_cnn, x, target=1)
+    assert heat.shape == (2, 16, 16) and heat.min() == 0 and heat.amax((1, 2)).eq(1).all()
+    # The layer argument is accepted and ignored by a method that needs none.
+    torch.testing.assert_close(entry(small_cnn, x, small_cnn.features[5], target=1), heat)
+
+
+def test_a_layer_method_without_a_layer(small_cnn):
+    with pytest.raises(ValueError, match="Grad-CAM explains a layer: pass layer="):
+        xh.METHODS["Grad-CAM"](small_cnn, torch.randn(1, 3, 16, 16))
+
+
+def test_lookup_and_registration_errors():
+    assert get_method("grad-cam++") is xh.METHODS["Grad-CAM++"] is get_method("GRAD-CAM++")
+    with pytest.raises(ValueError, match="unknown method 'lime'; choose from cam, grad-cam"):
+        get_method("lime")
+    with pytest.raises(ValueError, match="already registered"):
+        register(xh.METHODS["CAM"])
+    with pytest.raises(ValueError, match="family must be one of"):
+        toy(family="magic")
+    with pytest.raises(ValueError, match="signed raw output needs a to_heatmap"):
+        toy(signed=True)
+    with pytest.raises(ValueError, match="no method called"):
+        unregister("Toy")
+
+
+def toy(**changes):
+    def centre_blob(model, x, layer, target=None):
+        """A made-up method: a blob in the centre (Eq. 0)."""
+        h, w = x.shape[-2:]
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        return (1 - (yy**2 + xx**2) / 2).clamp(0, 1).expand(x.shape[0], h, w).clone()
+
+    fields = dict(
+        name="Toy", slug="toy", function=centre_blob, paper=Paper("Nobody", 2026, "A toy", "https://example.org"),
+        family="perturbation", needs_layer=True, signed=False, reports_progress=False, needs_gradients=False,
+        cost="none", passes=lambda **_: (0, 0), default=True,
+    )
+    fields.update(changes)
+    return Method(**fields)
+
+
+@pytest.fixture
+def registered_toy():
+    register(toy())
+    try:
+        yield xh.METHODS["Toy"]
+    finally:
+        unregister("Toy")
+    assert "Toy" not in xh.METHODS
+
+
+def test_a_new_entry_reaches_the_cli_and_the_dashboard(registered_toy, lite0, tmp_path, capsys):
+    choices = next(a for a in build_parser()._subparsers._group_actions[0].choices["explain"]._actions
+                   if a.dest == "method").choices
+    assert "toy" in choices
+    assert main(["explain", "coffee", "--method", "toy", "--out", str(tmp_path / "toy.png")]) == 0
+    assert "Toy" in capsys.readouterr().out
+    board = xh.Dashboard(lite0, image="coffee")
+    assert "Toy" in board.method_boxes and board.method_boxes["Toy"].value  # default=True
+    assert board.state.results["Toy"].heat.shape == (224, 224)
+    assert "<b>Toy</b>" in board.panels["Toy"][1].value
+
+
+def test_cli_lists_the_registry(capsys):
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [m.slug for m in xh.METHODS.values()]
+
+
+def _package_modules():
+    return sorted(PACKAGE.glob("*.py"))
+
+
+def test_no_module_imports_the_package_init():
+    offenders = []
+    submodules = {p.stem for p in _package_modules()}
+    for path in _package_modules():
+        if path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                from_init = node.level == 1 and node.module is None and any(a.name not in submodules for a in node.names)
+                if from_init or (node.level == 0 and (node.module or "").split(".")[0] == "xai_helpers"):
+                    offenders.append(f"{path.name}:{node.lineno}")
+            elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "xai_helpers" for a in node.names):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []
+
+
+def _names():
+    return {m.name for m in xh.METHODS.values()} | {m.slug for m in xh.METHODS.values()}
+
+
+def _string_constants(tree):
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def test_no_method_is_named_in_the_package_outside_the_registry():
+    names = set(xh.METHODS)  # display names; slugs such as "cam" are also function names
+    found = [
+        f"{path.name}:{node.lineno} {node.value!r}"
+        for path in _package_modules()
+        if path.name != "methods.py"
+        for node in _string_constants(ast.parse(path.read_text()))
+        if node.value in names
+    ]
+    assert found == []
+
+
+def test_no_notebook_special_cases_a_method_by_name():
+    names = _names()
+    found = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"])
+            code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                # Comparisons or membership tests against a method's name ("if name == 'Score-CAM'").
+                if isinstance(node, ast.Compare):
+                    for operand in [node.left, *node.comparators]:
+                        for const in _string_constants(operand):
+                            if const.value in names:
+                                found.append(f"{path.name} cell {index}: {const.value!r}")
+    assert found == []
