@@ -6,7 +6,7 @@ from torch import nn
 
 import xai_helpers as xh
 from xai_helpers import metrics as M
-from xai_helpers.synthetic import CLASSES, SIZE, SyntheticCNN, load_synthetic_model, make_dataset
+from xai_helpers.synthetic import CLASSES, SIZE, SyntheticCNN, SyntheticMLP, load_synthetic_model, make_dataset
 
 from .conftest import GapLinear
 
@@ -130,9 +130,25 @@ def test_synthetic_checkpoint_loads_and_is_accurate():
     assert xh.find_gap_linear(model, x[:1], model.features.block4) is model.classifier
 
 
+def test_second_synthetic_model_has_a_head_where_the_methods_differ():
+    model = load_synthetic_model("mlp")
+    assert isinstance(model, SyntheticMLP) and not model.training
+    x, y, _ = make_dataset(150, seed=7)
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).float().mean() >= 0.95
+    layer = model.features.block4
+    with pytest.raises(ValueError, match="global average pooling"):
+        xh.cam(model, x[:2], layer)
+    grad_cam = xh.grad_cam(model, x[:8], layer, target=y[:8])
+    plus = xh.grad_cam_plus_plus(model, x[:8], layer, target=y[:8])
+    assert (grad_cam - plus).abs().amax() > 0.2  # genuinely different maps, unlike on the GAP model
+    with pytest.raises(ValueError, match="unknown synthetic model 'vgg'; choose from gap, mlp"):
+        load_synthetic_model("vgg")
+
+
 def test_synthetic_checkpoint_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_synthetic.py"):
-        load_synthetic_model(tmp_path / "none.pt")
+        load_synthetic_model(path=tmp_path / "none.pt")
 
 
 def test_spearman_by_hand():

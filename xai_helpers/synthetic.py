@@ -7,9 +7,19 @@ share either the class object's colour or its shape, never both, so the
 network must look at the class object itself to be right. The generator
 returns that object's exact pixel mask: the ground truth for pointing games.
 
-``SyntheticCNN`` is a four-layer CNN with a global-average-pooling head, so
-all four CAM methods apply. ``scripts/train_synthetic.py`` trains it (seeded,
-about a minute on two CPU cores) and writes ``data/synthetic_cnn.pt``.
+Two small CNNs share the same four convolutional blocks (16x16 maps at
+``features.block4``) and differ in the head:
+
+* ``SyntheticCNN``: global average pooling -> Linear, so CAM applies and, by
+  construction, Grad-CAM equals CAM (lesson 02);
+* ``SyntheticMLP``: flatten -> Linear -> ReLU -> Linear, a VGG-style head in
+  which every position has its own weights. CAM does not apply, and Grad-CAM,
+  Grad-CAM++ and Score-CAM genuinely differ: the model for comparing methods.
+
+``scripts/train_synthetic.py --model gap|mlp`` trains either (seeded, about a
+minute on two CPU cores) and writes ``data/synthetic_cnn.pt`` or
+``data/synthetic_mlp.pt``; :func:`load_synthetic_model` loads them with
+``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -23,7 +33,18 @@ from torch import nn
 
 from .images import DATA_DIR
 
-__all__ = ["CLASSES", "SIZE", "make_dataset", "SyntheticCNN", "load_synthetic_model", "CHECKPOINT"]
+__all__ = [
+    "CLASSES",
+    "CLASS_NAMES",
+    "SIZE",
+    "make_dataset",
+    "SyntheticCNN",
+    "SyntheticMLP",
+    "MODELS",
+    "load_synthetic_model",
+    "CHECKPOINT",
+    "CHECKPOINTS",
+]
 
 SIZE = 64
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230)}
@@ -31,6 +52,7 @@ SHAPES = ("circle", "square", "triangle")
 CLASSES = (("red", "circle"), ("green", "square"), ("blue", "triangle"))
 CLASS_NAMES = tuple(f"{c} {s}" for c, s in CLASSES)
 CHECKPOINT = DATA_DIR / "synthetic_cnn.pt"
+CHECKPOINTS = {"gap": CHECKPOINT, "mlp": DATA_DIR / "synthetic_mlp.pt"}
 # Normalisation of the synthetic images: pixels in [0, 1] -> (x - 0.5) / 0.25.
 MEAN, STD = 0.5, 0.25
 
@@ -103,18 +125,21 @@ def to_pil(x: torch.Tensor):
     return Image.fromarray((arr * 255).round().astype(np.uint8))
 
 
+def _features() -> nn.Sequential:
+    def block(cin, cout, stride):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    return nn.Sequential(
+        OrderedDict(block1=block(3, 16, 1), block2=block(16, 32, 2), block3=block(32, 64, 1), block4=block(64, 64, 2))
+    )
+
+
 class SyntheticCNN(nn.Module):
     """conv blocks -> global average pooling -> Linear, 16x16 feature maps at the last block."""
 
     def __init__(self, classes: int = len(CLASSES)):
         super().__init__()
-
-        def block(cin, cout, stride):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-        self.features = nn.Sequential(
-            OrderedDict(block1=block(3, 16, 1), block2=block(16, 32, 2), block3=block(32, 64, 1), block4=block(64, 64, 2))
-        )
+        self.features = _features()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(64, classes)
 
@@ -122,11 +147,42 @@ class SyntheticCNN(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def load_synthetic_model(path: str | Path | None = None) -> SyntheticCNN:
-    """The trained ``SyntheticCNN`` in eval mode, loaded with ``weights_only=True``."""
-    path = Path(path) if path is not None else CHECKPOINT
+class SyntheticMLP(nn.Module):
+    """The same conv blocks -> flatten -> Linear(16384, 32) -> ReLU -> Linear(32, classes).
+
+    Like VGG-16's head, the first Linear layer gives every position of every
+    channel its own weight, so the gradient at ``features.block4`` varies over
+    space and the CAM methods disagree.
+    """
+
+    def __init__(self, classes: int = len(CLASSES), hidden: int = 32):
+        super().__init__()
+        self.features = _features()
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 16 * 16, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+MODELS = {"gap": SyntheticCNN, "mlp": SyntheticMLP}
+
+
+def load_synthetic_model(kind: str = "gap", path: str | Path | None = None) -> nn.Module:
+    """A trained synthetic model in eval mode, loaded with ``weights_only=True``.
+
+    Args:
+        kind: ``"gap"`` (:class:`SyntheticCNN`) or ``"mlp"`` (:class:`SyntheticMLP`).
+        path: a checkpoint to load instead of the shipped one.
+    """
+    if kind not in MODELS:
+        raise ValueError(f"unknown synthetic model {kind!r}; choose from {', '.join(MODELS)}")
+    path = Path(path) if path is not None else CHECKPOINTS[kind]
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; create it with `python scripts/train_synthetic.py`")
-    model = SyntheticCNN()
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; create it with `python scripts/train_synthetic.py --model {kind}`"
+        )
+    model = MODELS[kind]()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
