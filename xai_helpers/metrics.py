@@ -16,6 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .core import Target, check_input, resolve_targets, select_output
 from .hooks import evaluating
+from .score_method import default_batch_size, fast_inference_copy, uses_batch_statistics
 
 __all__ = [
     "keep_top_mask",
@@ -137,7 +138,7 @@ def deletion_insertion_curves(
     target: Target = None,
     mode: str = "deletion",
     step: int = 224,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """RISE's curves: the class probability as pixels are removed (deletion) or added (insertion)
     in order of decreasing saliency, ``step`` pixels at a time.
@@ -146,6 +147,10 @@ def deletion_insertion_curves(
     normalised space); insertion starts from a blurred copy (Gaussian, sigma 5,
     kernel 11) and restores the image's pixels. Returns (N, S) probabilities,
     S = ceil(H*W / step) + 1, the first point before any change.
+
+    The S passes per image run, ``batch_size`` images at a time, on the same
+    checked private copy of the model that Score-CAM uses
+    (``score_method.fast_inference_copy``): same result, about half the time.
     """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
@@ -156,7 +161,14 @@ def deletion_insertion_curves(
     pixels = h * w
     counts = list(range(0, pixels, step)) + [pixels]
     with evaluating(model):
-        targets = resolve_targets(target, select_output(model(x)))
+        logits = select_output(model(x))
+        targets = resolve_targets(target, logits)
+        if uses_batch_statistics(model):
+            net, batch_size = model, 1  # an image's score must not depend on the rest of its batch
+        else:
+            net = fast_inference_copy(model, x[:1], logits[:1])
+        # Twice Score-CAM's batch: measured fastest on a 2-core CPU for 224 x 224 inputs.
+        batch_size = batch_size or 2 * default_batch_size(x.device)
         start = x if mode == "deletion" else gaussian_blur(x)
         finish_image = torch.zeros_like(x) if mode == "deletion" else x
         order = heat.to(x.device).flatten(1).argsort(dim=1, descending=True, stable=True)
@@ -169,7 +181,8 @@ def deletion_insertion_curves(
                 ks = torch.tensor(counts[s : s + batch_size], device=x.device)
                 changed = (rank[i][None, :] < ks[:, None]).view(-1, 1, h, w).to(x.dtype)
                 images = start[i] * (1 - changed) + finish_image[i] * changed
-                probs = select_output(model(images)).softmax(-1)[:, targets[i]]
+                images = images.contiguous(memory_format=torch.channels_last)
+                probs = select_output(net(images)).float().softmax(-1)[:, targets[i]]
                 curves[i, s : s + len(ks)] = probs
     return curves
 
