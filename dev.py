@@ -5,10 +5,15 @@
     python3 dev.py test        # set up .venv if needed, run every test (pytest + nbval)
     python3 dev.py notebooks   # re-execute the notebooks in place and save their outputs
     python3 dev.py bench       # run benchmarks/bench_methods.py (installs the [bench] extra)
-    python3 dev.py voila       # serve the comparison dashboard as a web app
+    python3 dev.py voila       # serve the comparison dashboard as a web app (one CPU thread per kernel)
 
 Extra arguments after the command go to the tool it runs, e.g.
 ``python3 dev.py test -k grad_cam``.
+
+Environment:
+    XAI_TORCH="torch==... torchvision==..."   the PyTorch pair to install (default: the tested CUDA build)
+    XAI_TORCH_INDEX=URL                       a package index for that pair, e.g. PyTorch's CPU-only wheels
+                                              (see README, "A smaller, CPU-only PyTorch")
 """
 
 from __future__ import annotations
@@ -45,11 +50,14 @@ def ensure_venv(extras: str) -> None:
         print(f"creating {VENV}", flush=True)
         venv.create(VENV, with_pip=True)
     stamp = VENV / f".installed-{extras.replace(',', '-')}"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH.encode()).hexdigest()
+    digest = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + TORCH.encode() + os.environ.get("XAI_TORCH_INDEX", "").encode()
+    ).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
     pip = [PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    run(*pip, *TORCH.split())
+    index = os.environ.get("XAI_TORCH_INDEX")
+    run(*pip, *(["--index-url", index] if index else []), *TORCH.split())
     run(*pip, "-e", f".[{extras}]")
     stamp.write_text(digest)
 
@@ -72,7 +80,10 @@ def main(argv: list[str]) -> int:
             as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
             run(PYTHON, "-m", "jupyter", "lab", "notebooks", *as_root, *rest, env=env)
         elif command == "voila":
-            run(PYTHON, "-m", "voila", "notebooks/05_comparison_dashboard.ipynb", *rest, env=env)
+            # One thread per kernel: with a class on one server, kernels that each use every
+            # core slow each other down many times over (docs/classroom.md has the measurements).
+            threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+            run(PYTHON, "-m", "voila", "notebooks/05_comparison_dashboard.ipynb", *rest, env={**env, **threads})
         elif command == "notebooks":
             run(PYTHON, "scripts/execute_notebooks.py", *rest, env=env)
         elif command == "bench":
