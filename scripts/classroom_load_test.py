@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -138,8 +139,10 @@ def main() -> int:
         deadline = time.time() + 120
         while True:
             try:
-                urllib.request.urlopen(url + "voila/static/", timeout=2)
+                urllib.request.urlopen(url, timeout=2)
                 break
+            except urllib.error.HTTPError:
+                break  # the server answers
             except OSError:
                 if time.time() > deadline or server.poll() is not None:
                     print("voila did not start; see .voila-load-test.log", file=sys.stderr)
