@@ -193,12 +193,12 @@ def fold_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
 _INPLACE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU)
 
 
-def _with_inplace_activations(model: nn.Module) -> nn.Module:
-    fast = copy.deepcopy(model)
-    for module in fast.modules():
-        if isinstance(module, _INPLACE_ACTIVATIONS):
-            module.inplace = True
-    return fast.to(memory_format=torch.channels_last)
+def _set_inplace(model: nn.Module, inplace: bool) -> list[nn.Module]:
+    """Switch the activations of a private copy to (or back from) in-place; returns the ones changed."""
+    changed = [m for m in model.modules() if isinstance(m, _INPLACE_ACTIVATIONS) and m.inplace != inplace]
+    for module in changed:
+        module.inplace = inplace
+    return changed
 
 
 def fast_inference_copy(model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None) -> nn.Module:
@@ -221,18 +221,22 @@ def fast_inference_copy(model: nn.Module, x: torch.Tensor, reference: torch.Tens
     if reference is None:
         with torch.inference_mode(), evaluating(model):
             reference = select_output(model(x))
-    folded = fold_batchnorm(model, x)
-    fast = _with_inplace_activations(folded)
+    # One private copy serves every candidate but the last: its activations are
+    # switched back if in-place ones disagree (weights in channels_last are fine either way).
+    fast = fold_batchnorm(model, x).to(memory_format=torch.channels_last)
+    changed = _set_inplace(fast, True)
     if _agree(reference, fast, x.contiguous(memory_format=torch.channels_last)):
         return fast
-    if _agree(reference, folded, x):
+    for module in changed:
+        module.inplace = False
+    if changed and _agree(reference, fast, x):
         warnings.warn(
             "Score-CAM: making the activations in-place changed the model's output (an activation's input is "
             "read again later), so the masked passes run without in-place activations",
             RuntimeWarning,
             stacklevel=3,
         )
-        return folded
+        return fast
     plain = copy_without_hooks(model)
     if _agree(reference, plain, x):
         warnings.warn(
