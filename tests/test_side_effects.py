@@ -182,9 +182,12 @@ def test_batch_real_model(lite0):
             continue
         batched = method(lite0.model, x, lite0.target_layer, target=targets)
         singles = torch.cat([method(lite0.model, x[i : i + 1], lite0.target_layer, target=t) for i, t in enumerate(targets)])
-        # A batch may take other convolution kernels than one image; float32 rounding then differs,
-        # most for pixel-level maps (Saliency) whose gradient runs through every layer.
-        torch.testing.assert_close(batched, singles, rtol=1e-3, atol=1e-3, msg=name)
+        # A batch may take other convolution kernels than one image, so float32 rounding differs.
+        # Signed pixel-level maps (Saliency) run their gradient through every layer and are
+        # min-max scaled by a single pixel, so they get a looser bound plus a correlation check.
+        atol = 2e-2 if method.signed else 1e-3
+        torch.testing.assert_close(batched, singles, rtol=1e-3, atol=atol, msg=name)
+        assert torch.corrcoef(torch.stack([batched.flatten(), singles.flatten()]))[0, 1] > 0.999, name
 
 
 @pytest.mark.parametrize("name,method", METHODS)

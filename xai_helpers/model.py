@@ -29,6 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .core import select_output
+from .hooks import evaluating
+
 __all__ = [
     "EfficientNetLite0",
     "LoadedModel",
@@ -259,9 +262,6 @@ class LoadedModel:
         x = image if isinstance(image, torch.Tensor) else self.preprocess(image)
         if x.ndim == 3:
             x = x.unsqueeze(0)
-        from .core import select_output
-        from .hooks import evaluating
-
         # evaluating() restores each submodule's own flag: model.train(flag) would
         # switch frozen BatchNorm layers of a training model back to training.
         with evaluating(self.model):
