@@ -215,7 +215,8 @@ def test_fast_inference_copy_falls_back_when_inplace_is_unsafe():
 
     model = PreActivationSkip().eval()
     x = torch.randn(2, 3, 8, 8)
-    fast = fast_inference_copy(model, x[:1])
+    with pytest.warns(RuntimeWarning, match="without in-place activations"):
+        fast = fast_inference_copy(model, x[:1])
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x))
     assert not fast.relu.inplace
