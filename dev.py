@@ -6,6 +6,7 @@
     python3 dev.py notebooks   # re-execute the notebooks in place and save their outputs
     python3 dev.py bench       # run benchmarks/bench_methods.py (installs the [bench] extra)
     python3 dev.py voila       # serve the comparison dashboard as a web app (one CPU thread per kernel)
+    python3 dev.py student     # write the learner's copy (no solutions, no outputs) to student/
 
 Extra arguments after the command go to the tool it runs, e.g.
 ``python3 dev.py test -k grad_cam``.
@@ -36,7 +37,14 @@ TORCH = os.environ.get(
     "XAI_TORCH",
     "torch==2.9.1 torchvision==0.24.1" if platform.machine() in ("aarch64", "arm64") else "torch==2.14.1 torchvision==0.29.1",
 )
-EXTRAS = {"lab": "notebooks", "voila": "notebooks", "test": "test,notebooks", "notebooks": "test,notebooks", "bench": "bench"}
+EXTRAS = {
+    "lab": "notebooks",
+    "voila": "notebooks",
+    "test": "test,notebooks",
+    "notebooks": "test,notebooks",
+    "bench": "bench",
+    "student": "notebooks",
+}
 
 
 def run(*cmd: str | Path, **kwargs) -> None:
@@ -86,6 +94,8 @@ def main(argv: list[str]) -> int:
             run(PYTHON, "-m", "voila", "notebooks/05_comparison_dashboard.ipynb", *rest, env={**env, **threads})
         elif command == "notebooks":
             run(PYTHON, "scripts/execute_notebooks.py", *rest, env=env)
+        elif command == "student":
+            run(PYTHON, "scripts/make_student_copy.py", *rest, env=env)
         elif command == "bench":
             run(PYTHON, "benchmarks/bench_methods.py", *rest, env=env)
     except subprocess.CalledProcessError as exc:

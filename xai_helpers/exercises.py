@@ -1,0 +1,432 @@
+"""Auto-checked exercises: ``check(exercise_id, fn)`` runs a learner's function on hidden cases.
+
+Each lesson's exercise cell holds its solution between ``### BEGIN SOLUTION`` and
+``### END SOLUTION`` and then calls :func:`check`. The learner's copy
+(``python3 dev.py student``) replaces the solution with a stub that raises
+``NotImplementedError``, which :func:`check` reports as "not attempted yet".
+
+:func:`check` never raises on a wrong answer: it prints the first failing case,
+what was expected and what came back, and, when the answer matches a mistake
+that people actually make (the pytorch-grad-cam and torchcam trackers are full
+of them), names that mistake with a hint. It returns True or False. The cases
+are small, deterministic tensors and a tiny CNN on the CPU: a check takes well
+under a second.
+
+>>> from xai_helpers.exercises import check                     # doctest: +SKIP
+>>> check("02-grad-cam-weights", lambda g: g.mean((1, 2)))      # doctest: +SKIP
+✓ 02-grad-cam-weights: all 3 cases pass
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hooks import evaluating, iter_modules
+
+__all__ = ["Exercise", "EXERCISES", "check"]
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One checked exercise: where it is, what to write, and how it is checked."""
+
+    id: str
+    lesson: str
+    statement: str
+    signature: str
+    # each case: {"args": tuple, "expected": value, "mistakes": {name: (value, hint)}, and optionally
+    # "no_hooks", "train_mode", "zero_denominator" (extra checks) and "crash_hints": [(type, words, hint)]}
+    cases: Callable[[], list[dict]]
+    compare: Callable[[object, object], bool]
+
+
+class _Feedback(Exception):
+    """A wrong answer, with the message to print (never escapes :func:`check`).
+
+    ``wrong_values`` is True when the values differ from the expected ones
+    (rather than, say, a hook left behind)."""
+
+    def __init__(self, message: str, wrong_values: bool = False):
+        super().__init__(message)
+        self.wrong_values = wrong_values
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _close(a, b, tol: float = 1e-4) -> bool:
+    if isinstance(b, torch.Tensor):
+        if not isinstance(a, torch.Tensor) or a.shape != b.shape:
+            return False
+        a, b = a.detach().double(), b.detach().double()
+        if not torch.isfinite(a).all():
+            return False
+        return bool(torch.allclose(a, b, rtol=tol, atol=tol * max(1.0, float(b.abs().max()))))
+    try:
+        return math.isclose(float(a), float(b), rel_tol=tol, abs_tol=tol)
+    except (TypeError, ValueError):
+        return False
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().double().flatten()
+        head = ", ".join(f"{v:.4g}" for v in flat[:4].tolist())
+        more = ", ..." if flat.numel() > 4 else ""
+        return f"tensor of shape {tuple(value.shape)} [{head}{more}]"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return repr(value)
+
+
+# --- 01: the class activation map -----------------------------------------------------------
+
+
+def _cam_cases() -> list[dict]:
+    cases = []
+    for seed, (k, classes, h, w, c) in enumerate([(4, 3, 2, 3, 1), (5, 5, 3, 3, 2), (6, 4, 4, 2, 0)]):
+        g = _gen(seed)
+        a = torch.rand(k, h, w, generator=g) * 3
+        weight = torch.randn(classes, k, generator=g)
+        expected = torch.einsum("k,khw->hw", weight[c], a)
+        mistakes = {
+            "the ReLU applied too early": (expected.clamp_min(0), "the exercise asks for M_c before the ReLU: the ReLU is the first step of the heatmap pipeline, applied afterwards"),
+            "the weights averaged over all classes": (torch.einsum("k,khw->hw", weight.mean(0), a), "use row c of the weight matrix, w^c = W[c], the weights of the one class you explain"),
+        }
+        for other in range(classes):
+            if other != c:
+                mistakes[f"the row of class {other} instead of class {c}"] = (
+                    torch.einsum("k,khw->hw", weight[other], a),
+                    "W has one row per class: W[c] is the (K,) weight vector of class c",
+                )
+        if classes == k:  # only then does the transposed matrix have the right shape
+            mistakes["the transposed weight matrix"] = (
+                torch.einsum("k,khw->hw", weight[:, c], a),
+                "W is (classes, K): the weights of class c are the row W[c], not the column W[:, c]",
+            )
+        cases.append({"args": (a.clone(), weight.clone(), c), "expected": expected, "mistakes": mistakes})
+    return cases
+
+
+# --- 02: Grad-CAM's channel weights ---------------------------------------------------------
+
+
+def _grad_cam_cases() -> list[dict]:
+    cases = []
+    for seed, (k, h, w) in enumerate([(3, 2, 2), (4, 3, 5), (2, 7, 7)]):
+        g = torch.randn(k, h, w, generator=_gen(10 + seed))
+        expected = g.mean((1, 2))
+        cases.append({
+            "args": (g.clone(),),
+            "expected": expected,
+            "mistakes": {
+                "a sum instead of the average": (
+                    g.sum((1, 2)),
+                    f"Eq. 1 averages over the Z = h·w = {h * w} positions, so these weights are {h * w} times too large. "
+                    "Every weight is off by the same factor, so the final min-max-scaled map is identical; "
+                    "the weights themselves are not what Eq. 1 defines",
+                ),
+                "a ReLU on the gradients before averaging": (
+                    g.clamp_min(0).mean((1, 2)),
+                    "Grad-CAM averages the signed gradient; keeping only the positive part is what Grad-CAM++ does",
+                ),
+                "the absolute value of the gradients": (
+                    g.abs().mean((1, 2)),
+                    "a negative gradient means the channel argues against the class: keep its sign",
+                ),
+            },
+        })
+    return cases
+
+
+# --- 03: Grad-CAM++'s alphas ---------------------------------------------------------------
+
+
+def _alpha(a: torch.Tensor, g: torch.Tensor, power: int = 3, use_sum: bool = True) -> torch.Tensor:
+    s = a.sum((1, 2), keepdim=True) if use_sum else torch.ones_like(a)
+    den = 2 * g**2 + s * g**power
+    ok = den != 0
+    return torch.where(ok, g**2 / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(den))
+
+
+def _grad_cam_pp_cases() -> list[dict]:
+    cases = []
+    for seed in range(3):
+        gen = _gen(20 + seed)
+        a = torch.rand(3, 3, 4, generator=gen)
+        g = torch.randn(3, 3, 4, generator=gen)
+        g[0, 0, 0] = 0.0  # a zero gradient: the denominator is 0
+        if seed == 1:
+            g[1] = 0.0  # a whole channel without gradient
+        if seed == 2:
+            g[2, 1, 1] = -2 / float(a[2].sum())  # 2 g^2 + sum(A) g^3 = 0 with g != 0
+        expected = _alpha(a, g)
+        cases.append({
+            "args": (a.clone(), g.clone()),
+            "expected": expected,
+            "mistakes": {
+                "g² where g³ belongs": (_alpha(a, g, power=2), "Eq. 19's denominator is 2 g² + (Σ_ab A_ab) g³: the third power"),
+                "the activations' spatial sum dropped": (
+                    _alpha(a, g, use_sum=False),
+                    "the g³ term is multiplied by Σ_ab A^k_ab, the sum of the channel's activations over all positions",
+                ),
+                "alpha left at g² (torchcam 0.5's silent no-op)": (
+                    g**2,
+                    "alpha is g² divided by the denominator; a division applied to a copy (alpha[mask].div_(...)) changes nothing",
+                ),
+            },
+            "zero_denominator": True,
+        })
+    return cases
+
+
+# --- 04: Score-CAM's channel weights -------------------------------------------------------
+
+
+class _TinyCNN(nn.Module):
+    """A tiny CNN with BatchNorm and dropout, so that train mode visibly changes its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.drop(torch.relu(self.bn(self.conv(x))).mean((2, 3))))
+
+
+def _tiny_cnn(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    model = _TinyCNN()
+    with torch.no_grad():
+        model.bn.running_mean.copy_(torch.randn(4, generator=_gen(seed)) * 0.2)
+        model.bn.running_var.copy_(torch.rand(4, generator=_gen(seed + 1)) + 0.5)
+        model.fc.weight.mul_(6)
+    return model.train()  # handed over in train mode, as a training script would
+
+
+def _score_cam_weights(model, x, a, c, normalise=True, probability=True):
+    with torch.no_grad(), evaluating(model):
+        up = F.interpolate(a[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if normalise:
+            lo, hi = up.amin((2, 3), keepdim=True), up.amax((2, 3), keepdim=True)
+            up = (up - lo) / (hi - lo)
+        out = model(x * up)
+        return out.softmax(-1)[:, c] if probability else out[:, c]
+
+
+def _score_cam_cases() -> list[dict]:
+    cases = []
+    for seed, (k, h, w, size, c) in enumerate([(3, 2, 2, 8, 1), (4, 3, 3, 12, 2), (2, 4, 4, 16, 0)]):
+        gen = _gen(30 + seed)
+        model = _tiny_cnn(seed)
+        x = torch.randn(1, 3, size, size, generator=gen)
+        a = torch.rand(k, h, w, generator=gen) * 2 + torch.arange(k).view(k, 1, 1) * 0.1
+        expected = _score_cam_weights(model, x, a, c)
+        cases.append({
+            "args": (model, x.clone(), a.clone(), c),
+            "expected": expected,
+            "mistakes": {
+                "logits instead of probabilities": (
+                    _score_cam_weights(model, x, a, c, probability=False),
+                    "the weight is the softmax probability of class c on the masked image (the authors' code), not its logit",
+                ),
+                "masks not scaled to [0, 1]": (
+                    _score_cam_weights(model, x, a, c, normalise=False),
+                    "scale each upsampled map with s(M) = (M - min M) / (max M - min M) before multiplying it into x",
+                ),
+            },
+            "train_mode": True,
+            "crash_hints": [(RuntimeError, "size", "Known mistake: an upsampling size other than the input's. "
+                             "Hint: F.interpolate(..., size=x.shape[-2:]) so that each mask matches x.")],
+        })
+    return cases
+
+
+# --- 05-07: smaller exercises ----------------------------------------------------------------
+
+
+def _hook_cases() -> list[dict]:
+    cases = []
+    for seed in range(2):
+        model = _tiny_cnn(seed).eval()
+        x = torch.randn(2, 3, 8, 8, generator=_gen(40 + seed))
+        with torch.no_grad():
+            output = model.bn(model.conv(x))
+        cases.append({
+            "args": (model, model.bn, x.clone()),
+            "expected": output,
+            "mistakes": {"the output after the ReLU, not the layer's own output": (
+                torch.relu(output), "capture the output of the module you were given, before anything that follows it")},
+            "no_hooks": True,
+        })
+    return cases
+
+
+def _average_drop_cases() -> list[dict]:
+    cases = []
+    for seed in range(3):
+        gen = _gen(50 + seed)
+        y = torch.rand(6, generator=gen) * 0.8 + 0.1
+        o = (y + (torch.rand(6, generator=gen) - 0.6) * 0.3).clamp(0.01, 1)
+        drop = (y - o).clamp_min(0) / y
+        cases.append({
+            "args": (y.clone(), o.clone()),
+            "expected": float(drop.mean() * 100),
+            "mistakes": {
+                "an absolute drop (pytorch-grad-cam's DropInConfidence)": (
+                    float((y - o).clamp_min(0).mean() * 100),
+                    "Chattopadhay et al. divide each drop by the original score Y_i: a relative drop",
+                ),
+                "negative drops counted": (float(((y - o) / y).mean() * 100), "a rise in confidence counts as 0 drop: max(0, Y - O)"),
+                "a fraction instead of a percentage": (float(drop.mean()), "Average Drop is reported in percent: multiply by 100"),
+            },
+        })
+    return cases
+
+
+def _spearman_cases() -> list[dict]:
+    def average_ranks(v):
+        order = v.argsort(stable=True)
+        ranks = torch.empty_like(v)
+        ranks[order] = torch.arange(len(v), dtype=v.dtype)
+        for value in v.unique():
+            tied = v == value
+            ranks[tied] = ranks[tied].mean()
+        return ranks
+
+    def pearson(p, q):
+        p, q = p - p.mean(), q - q.mean()
+        return float((p * q).sum() / (p.norm() * q.norm()))
+
+    cases = []
+    for seed in range(3):
+        gen = _gen(60 + seed)
+        a = torch.randn(20, generator=gen).clamp_min(0).round(decimals=1).double()  # many tied zeros, as in maps
+        b = (a + torch.randn(20, generator=gen).double()).clamp_min(0).round(decimals=1)
+        ordinal = lambda v: v.argsort(stable=True).argsort().double()  # noqa: E731
+        cases.append({
+            "args": (a.clone(), b.clone()),
+            "expected": pearson(average_ranks(a), average_ranks(b)),
+            "mistakes": {
+                "ties broken by position": (pearson(ordinal(a), ordinal(b)), "tied values share the average of their ranks (scipy.stats.rankdata's default)"),
+                "Pearson correlation of the values, not of their ranks": (pearson(a, b), "rank both maps first, then correlate the ranks"),
+            },
+        })
+    return cases
+
+
+EXERCISES: dict[str, Exercise] = {
+    e.id: e
+    for e in (
+        Exercise("01-cam-map", "01", "The class activation map M_c = sum_k w^c_k A^k, before ReLU and upsampling.",
+                 "fn(activations (K, h, w), fc_weight (classes, K), c: int) -> (h, w)", _cam_cases, _close),
+        Exercise("02-grad-cam-weights", "02", "Grad-CAM's channel weights, Eq. 1: the spatial mean of the gradients.",
+                 "fn(gradients (K, h, w)) -> (K,)", _grad_cam_cases, _close),
+        Exercise("03-grad-cam-pp-alphas", "03", "Grad-CAM++'s alphas, Eq. 19, with alpha = 0 where the denominator is 0.",
+                 "fn(activations (K, h, w), gradients (K, h, w)) -> (K, h, w)", _grad_cam_pp_cases, _close),
+        Exercise("04-score-cam-weights", "04",
+                 "Score-CAM's weights: the softmax probability of class c on x masked by each upsampled, min-max-scaled map.",
+                 "fn(model, x (1, 3, H, W), activations (K, h, w), c: int) -> (K,)", _score_cam_cases, _close),
+        Exercise("05-capture-layer", "05", "Capture a layer's output with a forward hook, and leave no hook behind.",
+                 "fn(model, layer, x (N, 3, H, W)) -> the layer's output", _hook_cases, _close),
+        Exercise("06-average-drop", "06", "Average Drop % = 100/N sum_i max(0, Y_i - O_i) / Y_i (Chattopadhay et al. 2018).",
+                 "fn(y (N,), o (N,)) -> float", _average_drop_cases, _close),
+        Exercise("07-spearman", "07", "Spearman rank correlation of two flattened maps, ties given their average rank.",
+                 "fn(a (P,), b (P,)) -> float", _spearman_cases, _close),
+    )
+}
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in iter_modules(model))
+
+
+def _run_case(exercise: Exercise, fn, case: dict, index: int) -> None:
+    args = case["args"]
+    model = args[0] if isinstance(args[0], nn.Module) else None
+    flags = {name: m.training for name, m in model.named_modules()} if model is not None else None
+    hooks_before = _hooks(model) if model is not None else 0
+    got = fn(*args)
+    where = f"case {index + 1}"
+    if case.get("no_hooks") and _hooks(model) != hooks_before:
+        raise _Feedback(f"{where}: a hook is still attached to the model after your function returned. "
+                        "Known mistake: hooks left on the model. Hint: remove the handle in a finally block.")
+    if isinstance(got, torch.Tensor) and not torch.isfinite(got).all():
+        hint = ""
+        if case.get("zero_denominator"):
+            hint = (" Known mistake: NaN or inf where the denominator is 0. Hint: where 2g² + (Σ A) g³ == 0, "
+                    "set alpha to 0, and divide by a guarded denominator (torch.where) so the unused branch cannot make NaN.")
+        raise _Feedback(f"{where}: your result contains NaN or inf.{hint}")
+    if not exercise.compare(got, case["expected"]):
+        for name, (value, hint) in case["mistakes"].items():
+            if exercise.compare(got, value):
+                raise _Feedback(f"{where}: expected {_describe(case['expected'])}, got {_describe(got)}.\n"
+                                f"  Known mistake: {name}. Hint: {hint}.")
+        raise _Feedback(f"{where}: expected {_describe(case['expected'])}, got {_describe(got)}.", wrong_values=True)
+    if flags is not None:
+        after = {name: m.training for name, m in model.named_modules()}
+        if after != flags:
+            raise _Feedback(f"{where}: the values are right, but the model's train/eval mode was not restored. "
+                            "Hint: remember each module's flag and set it back, or use xai_helpers.evaluating(model).")
+
+
+def _train_mode_hint(exercise: Exercise, fn, case: dict, pristine: nn.Module) -> str | None:
+    """If the answer is right on an eval-mode model, the learner forgot to switch the model to eval mode.
+
+    ``pristine`` is a copy taken before the learner's call: a pass in train mode
+    has already updated the model's BatchNorm statistics."""
+    _, *rest = case["args"]
+    try:
+        got = fn(pristine.eval(), *rest)
+    except Exception:  # noqa: BLE001
+        return None
+    if exercise.compare(got, case["expected"]):
+        return ("Known mistake: the model left in train mode (dropout and BatchNorm's batch statistics change every pass). "
+                "Hint: run the masked passes in eval mode, e.g. with xai_helpers.evaluating(model), and restore the mode afterwards.")
+    return None
+
+
+def check(exercise_id: str, fn) -> bool:
+    """Run ``fn`` on the exercise's hidden cases; print feedback; return True if every case passes.
+
+    Never raises on a wrong answer (a stub's ``NotImplementedError`` is reported
+    as "not attempted yet"). An unknown ``exercise_id`` raises ``ValueError``.
+    """
+    if exercise_id not in EXERCISES:
+        raise ValueError(f"unknown exercise {exercise_id!r}; the exercises are: {', '.join(EXERCISES)}")
+    exercise = EXERCISES[exercise_id]
+    if not callable(fn):
+        print(f"✗ {exercise_id}: pass your function itself, e.g. check({exercise_id!r}, my_function)")
+        return False
+    cases = exercise.cases()
+    for index, case in enumerate(cases):
+        pristine = copy.deepcopy(case["args"][0]) if case.get("train_mode") else None
+        try:
+            _run_case(exercise, fn, case, index)
+        except NotImplementedError:
+            print(f"… {exercise_id}: not attempted yet. Write the function ({exercise.signature}), then run this cell again.")
+            return False
+        except _Feedback as feedback:
+            message = str(feedback)
+            if pristine is not None and feedback.wrong_values:
+                message += "\n  " + (_train_mode_hint(exercise, fn, case, pristine) or "")
+            print(f"✗ {exercise_id}: {message.rstrip()}")
+            return False
+        except Exception as error:  # noqa: BLE001 - a crash in the learner's code is feedback, not an error
+            hints = [hint for kind, words, hint in case.get("crash_hints", []) if isinstance(error, kind) and words in str(error)]
+            extra = "".join(f"\n  {hint}" for hint in hints)
+            print(f"✗ {exercise_id}: case {index + 1} raised {type(error).__name__}: {error}{extra}")
+            return False
+    print(f"✓ {exercise_id}: all {len(cases)} cases pass")
+    return True
