@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .metrics import average_ranks as _average_ranks
 from .hooks import evaluating, iter_modules
 
 __all__ = ["Exercise", "EXERCISES", "check"]
@@ -297,13 +298,7 @@ def _average_drop_cases() -> list[dict]:
 
 def _spearman_cases() -> list[dict]:
     def average_ranks(v):
-        order = v.argsort(stable=True)
-        ranks = torch.empty_like(v)
-        ranks[order] = torch.arange(len(v), dtype=v.dtype)
-        for value in v.unique():
-            tied = v == value
-            ranks[tied] = ranks[tied].mean()
-        return ranks
+        return _average_ranks(v[None])[0]  # tested against scipy.stats.rankdata
 
     def pearson(p, q):
         p, q = p - p.mean(), q - q.mean()

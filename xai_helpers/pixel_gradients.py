@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import Target, check_input, select_output, target_scores
+from .core import Target, check_input, normalize_per_image, select_output, target_scores
 from .hooks import evaluating
 
 __all__ = ["input_gradient", "saliency", "saliency_heatmap"]
@@ -65,6 +65,4 @@ def saliency(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.
 
 def saliency_heatmap(gradient: torch.Tensor) -> torch.Tensor:
     """Simonyan et al. 2014, Sec. 3.1: M_ij = max_c |w_h(i,j,c)|, then min-max scaled per image: (N, H, W)."""
-    from .core import normalize_per_image
-
     return normalize_per_image(gradient.detach().abs().amax(1))
