@@ -3,7 +3,7 @@
 
     python3 dev.py lab         # set up .venv if needed, open JupyterLab on notebooks/
     python3 dev.py test        # set up .venv if needed, run every test (pytest + nbval)
-    python3 dev.py notebooks   # re-execute the notebooks in place and save their outputs
+    python3 dev.py notebooks   # re-execute the notebooks in place, save their outputs, update the README's table
     python3 dev.py bench       # run benchmarks/bench_methods.py (installs the [bench] extra)
     python3 dev.py voila       # serve the comparison dashboard as a web app (one CPU thread per kernel)
     python3 dev.py student     # write the learner's copy (no solutions, no outputs) to student/
@@ -94,6 +94,8 @@ def main(argv: list[str]) -> int:
             run(PYTHON, "-m", "voila", "notebooks/05_comparison_dashboard.ipynb", *rest, env={**env, **threads})
         elif command == "notebooks":
             run(PYTHON, "scripts/execute_notebooks.py", *rest, env=env)
+            # The README's comparison table is lesson 06's output (checked by tests/test_packaging.py).
+            run(PYTHON, "scripts/update_readme_table.py", env=env)
         elif command == "student":
             run(PYTHON, "scripts/make_student_copy.py", *rest, env=env)
         elif command == "bench":

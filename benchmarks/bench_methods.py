@@ -1,4 +1,4 @@
-"""Time xai_helpers' four methods against pytorch-grad-cam and torchcam, and against physical limits.
+"""Time xai_helpers' methods against pytorch-grad-cam, torchcam and captum, and against physical limits.
 
 Everything runs in one process on the same model (EfficientNet-Lite0), layer
 (the 1280-channel head), images and targets, with the runs interleaved so that
@@ -10,8 +10,14 @@ Physical limits:
   * Score-CAM: one forward pass per live (non-constant) channel, at the model's
     best per-image throughput (the unmodified model in channels_last batches).
 
+The captum section (lessons 08-10) compares Occlusion, Integrated Gradients,
+LIME, Kernel SHAP and the one-pass pixel methods with captum on the same
+image, target, superpixels and settings. Limits there: passes x the best
+per-image pass time (forward, or forward + backward to the input).
+
 Usage:
     python benchmarks/bench_methods.py                 # CPU, writes benchmarks/RESULTS.md
+    python benchmarks/bench_methods.py --captum-only   # only the captum section, replaced in RESULTS.md
     python benchmarks/bench_methods.py --device cuda   # GPU section (RESULTS-cuda.md)
     python benchmarks/bench_methods.py --quick         # fewer repeats, no memory test
 Needs the [bench] extra: pip install -e ".[bench]"  (python3 dev.py bench does it).
@@ -121,16 +127,7 @@ def naive_score_cam(model, x, layer, target) -> torch.Tensor:
 
 # Peak RSS is sampled from /proc/self/statm by a thread: ru_maxrss is inherited
 # from the (large) parent process across fork and exec, so it cannot show growth.
-MEMORY_CHILD = r"""
-import json, os, sys, threading, time, torch
-import xai_helpers as xh
-from torchvision.models import resnet50
-torch.manual_seed(0)
-model = resnet50().eval()
-x = torch.randn(1, 3, 224, 224)
-with torch.no_grad():
-    model(x)
-kind = sys.argv[1]
+RSS_SAMPLER = r"""
 page = os.sysconf("SC_PAGE_SIZE")
 def rss_mb():
     with open("/proc/self/statm") as f:
@@ -144,7 +141,19 @@ def sample():
         time.sleep(0.002)
 thread = threading.Thread(target=sample, daemon=True)
 thread.start()
-if kind == "ours":
+"""
+
+MEMORY_CHILD = r"""
+import json, os, sys, threading, time, torch
+import xai_helpers as xh
+from torchvision.models import resnet50
+torch.manual_seed(0)
+model = resnet50().eval()
+x = torch.randn(1, 3, 224, 224)
+with torch.no_grad():
+    model(x)
+kind = sys.argv[1]
+""" + RSS_SAMPLER + r"""if kind == "ours":
     xh.score_cam(model, x, model.layer4, target=0)
 else:
     # pytorch-grad-cam's construction: all C masked inputs at once, in one tensor
@@ -190,18 +199,238 @@ def machine_details(device) -> str:
     return text
 
 
+CAPTUM_MARKER = "## Lessons 08-10 against captum"
+
+MEMORY_BATCH_CHILD = r"""
+import json, os, sys, threading, time, torch
+import xai_helpers as xh
+kind, batch = sys.argv[1], int(sys.argv[2])
+m = xh.load_model()
+x = m.preprocess("chelsea")
+with torch.no_grad():
+    m.model(x)
+""" + RSS_SAMPLER + r"""if kind == "occlusion":
+    xh.occlusion(m.model, x, 285, window=32, stride=16, batch_size=batch)
+else:
+    xh.integrated_gradients(m.model, x, 285, steps=50, batch_size=batch)
+running[0] = False
+thread.join()
+print(json.dumps({"growth_mb": max(peak[0], rss_mb()) - before}))
+"""
+
+
+def memory_by_batch(kind: str, batch: int) -> float:
+    out = subprocess.run([sys.executable, "-c", MEMORY_BATCH_CHILD, kind, str(batch)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["growth_mb"]
+
+
+def best_per_image_backward(model, x, device, repeats) -> tuple[float, int]:
+    """Fastest time per image of one forward + backward to the input, over batch sizes."""
+    sizes = (1, 2, 4, 8, 16) if device.type == "cpu" else (1, 8, 32, 64)
+    best = (float("inf"), 1)
+    for bs in sizes:
+        xb = x.repeat(bs, 1, 1, 1)
+
+        def step():
+            leaf = xb.clone().requires_grad_(True)
+            return torch.autograd.grad(model(leaf)[:, 0].sum(), leaf)[0]
+
+        step()
+        t = statistics.median(timed(step, device)[0] for _ in range(repeats)) / bs
+        best = min(best, (t, bs))
+    return best
+
+
+def captum_section(loaded, device, repeats: int, slow_repeats: int, quick: bool) -> list[str]:
+    """Lessons 08-10's methods against captum on chelsea: times, limits, agreement; returns report lines."""
+    import warnings
+
+    try:
+        import sklearn  # noqa: F401  (captum's Lime and KernelShap fit with scikit-learn)
+
+        from captum._utils.models.linear_model import SkLearnRidge
+    except ImportError:
+        SkLearnRidge = None
+    from captum.attr import (DeepLift, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
+                             KernelShap, Lime, NoiseTunnel, Occlusion, Saliency)
+
+    from xai_helpers.surrogates import superpixels
+
+    warnings.filterwarnings("ignore", module="captum")
+    model, layer = loaded.model, loaded.target_layer
+    # captum's hooks need out-of-place activations: it gets its own copy (same weights).
+    cap_model = copy.deepcopy(model)
+    for module in cap_model.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    x = loaded.preprocess("chelsea")
+    with torch.inference_mode():
+        target = int(model(x).argmax())
+    seg = superpixels(x)
+    m = int(seg.max()) + 1
+    samples = 1000
+    batch = 8
+
+    def prob(inp):
+        return cap_model(inp).softmax(-1)
+
+    def lime_similarity(original, perturbed, interpretable, **_):
+        cosine = interpretable.sum().sqrt() / interpretable.numel() ** 0.5
+        return torch.exp(-((1 - cosine) ** 2) / 0.25**2)
+
+    cap_lime = Lime(prob, interpretable_model=SkLearnRidge(alpha=1.0), similarity_func=lime_similarity) if SkLearnRidge else None
+    fast = {
+        "Saliency": lambda: xh.saliency(model, x, target),
+        "captum Saliency": lambda: Saliency(cap_model).attribute(x, target=target, abs=False),
+        "Gradient × Input": lambda: xh.input_x_gradient(model, x, target),
+        "captum InputXGradient": lambda: InputXGradient(cap_model).attribute(x, target=target),
+        "DeepLIFT": lambda: xh.deeplift(model, x, target),
+        "captum DeepLift": lambda: DeepLift(cap_model).attribute(x, baselines=torch.zeros_like(x), target=target),
+        "Guided Backprop": lambda: xh.guided_backprop(model, x, target),
+        "captum GuidedBackprop": lambda: GuidedBackprop(cap_model).attribute(x, target=target),
+        "Guided Grad-CAM": lambda: xh.guided_grad_cam(model, x, layer, target),
+        "captum GuidedGradCam": lambda: GuidedGradCam(cap_model, cap_model.features.head).attribute(
+            x, target=target, interpolate_mode="bilinear"),
+    }
+    slow = {
+        "Occlusion": lambda: xh.occlusion(model, x, target, window=32, stride=16),
+        "captum Occlusion": lambda: Occlusion(prob).attribute(x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16),
+                                                              baselines=0, target=target),
+        f"captum Occlusion, {batch} per pass": lambda: Occlusion(prob).attribute(
+            x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16), baselines=0, target=target,
+            perturbations_per_eval=batch),
+        "Integrated Gradients": lambda: xh.integrated_gradients(model, x, target, steps=50),
+        "captum IntegratedGradients": lambda: IntegratedGradients(cap_model).attribute(x, target=target, n_steps=50),
+        f"captum IntegratedGradients, {batch} per pass": lambda: IntegratedGradients(cap_model).attribute(
+            x, target=target, n_steps=50, internal_batch_size=batch),
+        "SmoothGrad": lambda: xh.smoothgrad(model, x, target, samples=50, noise=0.15),
+        "captum NoiseTunnel(Saliency)": lambda: NoiseTunnel(Saliency(cap_model)).attribute(
+            x, nt_type="smoothgrad", nt_samples=50, nt_samples_batch_size=batch,
+            stdevs=0.15 * float(x.max() - x.min()), target=target, abs=False),
+    }
+    surrogate = {
+        "LIME": lambda: xh.lime(model, x, target, segments=seg, samples=samples),
+        "captum Lime": lambda: cap_lime.attribute(x, baselines=0, target=target, feature_mask=seg[:, None],
+                                                  n_samples=samples),
+        f"captum Lime, {batch} per pass": lambda: cap_lime.attribute(
+            x, baselines=0, target=target, feature_mask=seg[:, None], n_samples=samples, perturbations_per_eval=batch),
+        "Kernel SHAP": lambda: xh.kernel_shap(model, x, target, segments=seg, samples=samples),
+        "captum KernelShap": lambda: KernelShap(prob).attribute(x, baselines=0, target=target, feature_mask=seg[:, None],
+                                                                n_samples=samples),
+        f"captum KernelShap, {batch} per pass": lambda: KernelShap(prob).attribute(
+            x, baselines=0, target=target, feature_mask=seg[:, None], n_samples=samples, perturbations_per_eval=batch),
+    }
+    if cap_lime is None:  # no scikit-learn: time ours alone
+        surrogate = {k: v for k, v in surrogate.items() if not k.startswith("captum")}
+    for fn in fast.values():
+        fn()
+    if device.type == "cuda":  # the first call on a GPU pays for kernel selection: warm every entry up
+        for fn in [*slow.values(), *surrogate.values()]:
+            fn()
+    times, outs = interleaved(fast, repeats, device)
+    t, o = interleaved(slow, slow_repeats, device)
+    times.update(t), outs.update(o)
+    t, o = interleaved(surrogate, 1 if quick else slow_repeats, device)
+    times.update(t), outs.update(o)
+    best_fwd, fwd_bs = best_per_image_forward(model, x, device, repeats)
+    best_bwd, bwd_bs = best_per_image_backward(model, x, device, repeats)
+    _, delta = xh.deeplift(model, x, target, return_delta=True)
+    _, cap_delta = DeepLift(cap_model).attribute(x, baselines=torch.zeros_like(x), target=target,
+                                                 return_convergence_delta=True)
+    positions = 13 * 13
+
+    lines = [CAPTUM_MARKER, "",
+             f"Measured {datetime.date.today().isoformat()} on {machine_details(device)}. `chelsea`, target {target} "
+             f"'{loaded.categories[target]}', batch 1; {m} SLIC superpixels shared by both libraries; our batch size "
+             f"{xh.batches.default_batch_size(device)}. Medians of {repeats} interleaved runs for one-pass methods, "
+             f"{slow_repeats} for the others ({1 if quick else slow_repeats} for LIME and Kernel SHAP). captum runs on a copy "
+             "with out-of-place activations, which its hooks need. Best per-image pass times: forward "
+             f"{best_fwd * 1e3:.2f} ms (batch {fwd_bs}, channels_last), forward + backward to the input "
+             f"{best_bwd * 1e3:.2f} ms (batch {bwd_bs}).", "",
+             "| ours | time | captum (default settings) | captum time | speed-up | captum, same batch as ours | speed-up | correlation |",
+             "|---|---|---|---|---|---|---|---|"]
+    pairs = [
+        ("Saliency", "captum Saliency", None), ("Gradient × Input", "captum InputXGradient", None),
+        ("DeepLIFT", "captum DeepLift", None), ("Guided Backprop", "captum GuidedBackprop", None),
+        ("Guided Grad-CAM", "captum GuidedGradCam", None),
+        ("Occlusion", "captum Occlusion", f"captum Occlusion, {batch} per pass"),
+        ("Integrated Gradients", "captum IntegratedGradients", f"captum IntegratedGradients, {batch} per pass"),
+        ("SmoothGrad", "captum NoiseTunnel(Saliency)", None),
+        ("LIME", "captum Lime", f"captum Lime, {batch} per pass"),
+        ("Kernel SHAP", "captum KernelShap", f"captum KernelShap, {batch} per pass"),
+    ]
+    ratio = {}
+    pairs = [p for p in pairs if p[1] in times]
+    for ours, peer, same in pairs:
+        ours_map = outs[ours].reshape(-1)
+        corr = correlation(ours_map, outs[peer].reshape(-1)[: ours_map.numel()]) if outs[peer].numel() == outs[ours].numel() \
+            else correlation(ours_map, outs[peer][:, 0].reshape(-1))
+        ratio[ours] = times[peer] / times[ours]
+        same_cells = f"{duration(times[same])} | {times[same] / times[ours]:.1f}x" if same else "– | –"
+        if same:
+            ratio[ours + " same"] = times[same] / times[ours]
+        lines.append(f"| {ours} | {duration(times[ours])} | {peer} | {duration(times[peer])} | {ratio[ours]:.1f}x | "
+                     f"{same_cells} | {corr:.4f} |")
+    occ_limit = (positions + 1) * best_fwd
+    ig_limit = best_fwd + 50 * best_bwd
+    lines += ["",
+              "Correlations below 1: DeepLIFT, because captum's DeepLift leaves `ReLU6` (this model's activation) "
+              f"unmodified; summation-to-delta error, ours {float(delta.abs().max()):.1e}, captum "
+              f"{float(cap_delta.abs().max()):.2f} (the logit itself is {float(model(x)[0, target]):.2f}). "
+              "LIME and Kernel SHAP: the two libraries draw different coalitions (and captum's Kernel SHAP has no "
+              "efficiency constraint), so the values agree only up to sampling noise; with the same coalitions they "
+              "agree to 1e-7 (tests/test_captum_oracles.py). SmoothGrad: different noise draws.", "",
+              "| limit | passes x best per-image time | ours | ours / limit |", "|---|---|---|---|",
+              f"| Occlusion, window 32, stride 16 | {positions + 1} forwards = {duration(occ_limit)} | "
+              f"{duration(times['Occlusion'])} | {times['Occlusion'] / occ_limit:.2f} |",
+              f"| Integrated Gradients, 50 steps | 1 forward + 50 forward-backward = {duration(ig_limit)} | "
+              f"{duration(times['Integrated Gradients'])} | {times['Integrated Gradients'] / ig_limit:.2f} |", ""]
+    if not quick and device.type == "cpu":
+        lines += ["Memory (peak RSS growth of one call, EfficientNet-Lite0, chelsea): it grows with the batch size, "
+                  "not with the number of passes.", "", "| call | batch 4 | batch 32 |", "|---|---|---|"]
+        for kind, label in (("occlusion", "Occlusion, 170 passes"), ("ig", "Integrated Gradients, 50 steps")):
+            lines.append(f"| {label} | {memory_by_batch(kind, 4):.0f} MB | {memory_by_batch(kind, 32):.0f} MB |")
+        lines.append("")
+    lines += ["| target | measured | met |", "|---|---|---|"]
+    checks = [c for c in [
+        ("Occlusion >= 1.5x faster than captum's (default settings)", ratio["Occlusion"], ratio["Occlusion"] >= 1.5),
+        ("Occlusion <= 1.3x its physical limit", times["Occlusion"] / occ_limit, times["Occlusion"] / occ_limit <= 1.3),
+        ("Integrated Gradients >= 1.5x faster than captum's (default settings)", ratio["Integrated Gradients"],
+         ratio["Integrated Gradients"] >= 1.5),
+        ("Integrated Gradients <= 1.3x its physical limit", times["Integrated Gradients"] / ig_limit,
+         times["Integrated Gradients"] / ig_limit <= 1.3),
+        ("LIME >= 1.5x faster than captum's at 1000 samples", ratio.get("LIME"), ratio.get("LIME", 0) >= 1.5),
+        ("Kernel SHAP >= 1.5x faster than captum's at 1000 samples", ratio.get("Kernel SHAP"),
+         ratio.get("Kernel SHAP", 0) >= 1.5),
+    ] if c[1] is not None]
+    for label, value, ok in checks:
+        lines.append(f"| {label} | {value:.2f} | {'yes' if ok else 'no'} |")
+    lines.append("")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, skip the naive loop and memory test")
     parser.add_argument("--out", default=None, help="results file (default benchmarks/RESULTS[-cuda].md)")
     parser.add_argument("--memory-only", action="store_true", help="only the Score-CAM memory test (printed, not written)")
+    parser.add_argument("--captum-only", action="store_true", help="only the captum section, replaced in the results file")
     args = parser.parse_args(argv)
     if args.memory_only:
         print("\n".join(memory_table(torch.device("cpu"))))
         return 0
     device = torch.device(args.device)
     fast_repeats, slow_repeats = (3, 1) if args.quick else (7, 3)
+    out = Path(args.out) if args.out else HERE / ("RESULTS.md" if device.type == "cpu" else f"RESULTS-{device.type}.md")
+    if args.captum_only:
+        section = captum_section(xh.load_model(device=device), device, fast_repeats, slow_repeats - 1 or 1, args.quick)
+        print("\n".join(section))
+        old = out.read_text() if out.exists() else ""
+        head = old.split(CAPTUM_MARKER)[0].rstrip("\n")
+        out.write_text((head + "\n\n" if head else "") + "\n".join(section) + "\n")
+        print(f"wrote {out}")
+        return 0
 
     from pytorch_grad_cam import GradCAM as PgcGradCAM
     from pytorch_grad_cam import GradCAMPlusPlus as PgcGradCAMPlusPlus
@@ -381,7 +610,8 @@ def main(argv=None) -> int:
     v, t = both(lambda img: get(img, "Score-CAM")[2] / (limits[img]["live"] * limits[img]["best"]))
     row("Score-CAM <= 1.25x its physical limit", t, max(v) <= 1.25)
     report()
-    out = Path(args.out) if args.out else HERE / ("RESULTS.md" if device.type == "cpu" else f"RESULTS-{device.type}.md")
+    for line in captum_section(loaded, device, fast_repeats, slow_repeats - 1 or 1, args.quick):
+        report(line)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
     return 0

@@ -14,7 +14,7 @@ from xai_helpers.exercises import EXERCISES, check
 from xai_helpers.hooks import evaluating
 
 ROOT = Path(__file__).resolve().parent.parent
-LESSONS = sorted((ROOT / "notebooks").glob("0[1-9]*.ipynb"))
+LESSONS = sorted(p for p in (ROOT / "notebooks").glob("[01][0-9]_*.ipynb") if not p.name.startswith("00"))
 
 
 def run_check(capsys, exercise_id, fn):
@@ -78,6 +78,12 @@ REFERENCES = {
     "05-capture-layer": capture_reference,
     "06-average-drop": lambda y, o: float(((y - o).clamp_min(0) / y).mean() * 100),
     "07-spearman": lambda a, b: pearson(ranks(a), ranks(b)),
+    "08-rise-saliency": lambda scores, masks, p: torch.einsum("k,khw->hw", scores, masks) / (len(scores) * p),
+    "09-integrated-gradients": lambda g, x, x0: (x - x0) * g.mean(0),
+    "12-permutation-drop": lambda f, X, y, metric, j, perm: metric(y, f(X)) - metric(
+        y, f(__import__("numpy").concatenate([X[:, :j], X[perm, j : j + 1], X[:, j + 1 :]], 1))),
+    "10-shapley-kernel": lambda m, s: (m - 1) / (torch.tensor([__import__("math").comb(m, int(k)) for k in s],
+                                                              dtype=torch.float64) * s * (m - s)),
 }
 
 MISTAKES = [  # (exercise, the learner's wrong function, words the hint must contain)
@@ -101,6 +107,13 @@ MISTAKES = [  # (exercise, the learner's wrong function, words the hint must con
     ("06-average-drop", lambda y, o: float(((y - o) / y).mean() * 100), "negative drops counted"),
     ("07-spearman", lambda a, b: pearson(ranks(a, average=False), ranks(b, average=False)), "ties broken by position"),
     ("07-spearman", lambda a, b: pearson(a, b), "not of their ranks"),
+    ("08-rise-saliency", lambda scores, masks, p: torch.einsum("k,khw->hw", scores, masks) / len(scores), "divides by E[M] = p"),
+    ("08-rise-saliency", lambda scores, masks, p: torch.einsum("k,khw->hw", scores, masks) / masks.sum(0), "per-pixel normalisation"),
+    ("09-integrated-gradients", lambda g, x, x0: x * g.mean(0), "path's length"),
+    ("09-integrated-gradients", lambda g, x, x0: (x - x0) * g.sum(0), "divide by the number of steps"),
+    ("10-shapley-kernel", lambda m, s: (m - 1) / (s * (m - s)).double(), "divided by C(M, |z|)"),
+    ("12-permutation-drop", lambda f, X, y, metric, j, perm: metric(y, f(X)) - metric(y, f(X[perm])), "reordering whole rows"),
+    ("12-permutation-drop", lambda *args: -REFERENCES["12-permutation-drop"](*args), "positive importance"),
 ]
 
 

@@ -82,7 +82,7 @@ def test_cli_explain_all_methods(tmp_path, capsys, monkeypatch):
     original = visualize.plot_overlays
     monkeypatch.setattr(visualize, "plot_overlays", lambda *a, **k: figures.append(original(*a, **k)) or figures[-1])
     out = tmp_path / "fig.png"
-    assert main(["explain", "coffee", "--method", "all", "--out", str(out)]) == 0
+    assert main(["explain", "coffee", "--method", "all", "--preview", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "1. espresso" in text
     for method in xh.METHODS:

@@ -1,6 +1,7 @@
 """The registry is the only list of methods: everything else reads it, and nothing names a method."""
 
 import ast
+import inspect
 import json
 from pathlib import Path
 
@@ -16,13 +17,20 @@ PACKAGE = ROOT / "xai_helpers"
 
 
 def test_every_entry_is_complete():
-    assert list(xh.METHODS) == ["CAM", "Grad-CAM", "Grad-CAM++", "Score-CAM", "Saliency"]
+    assert list(xh.METHODS) == [
+        "CAM", "Grad-CAM", "Grad-CAM++", "Score-CAM", "Saliency", "Gradient × Input", "SmoothGrad",
+        "Integrated Gradients", "DeepLIFT", "Guided Backprop", "Guided Grad-CAM", "Occlusion", "RISE", "LIME",
+        "Kernel SHAP",
+    ]
     for name, m in xh.METHODS.items():
         assert isinstance(m, Method) and m.name == name
         assert m.family in FAMILIES
         assert isinstance(m.paper, Paper) and m.paper.year > 2000 and m.paper.url.startswith("https://")
         assert m.cost and callable(m.passes) and callable(m.function)
-        assert m.signed == (m.to_heatmap is not None)
+        assert not m.signed or m.to_heatmap is not None
+        assert (ROOT / "notebooks" / m.lesson).is_file(), (name, m.lesson)
+        # The preview settings are real keyword arguments of the function.
+        assert set(m.preview) <= set(inspect.signature(m.function).parameters), name
         doc = m.function.__doc__ or ""
         assert str(m.paper.year) in doc and any(ref in doc for ref in ("Eq", "Sec.", "Algorithm")), name
     assert len(by_slug()) == len(xh.METHODS)
@@ -33,6 +41,10 @@ def test_costs_as_numbers():
     assert xh.METHODS["Grad-CAM"].passes() == (1, 1)
     assert xh.METHODS["Score-CAM"].passes(channels=640) == (641, 0)
     assert xh.METHODS["Saliency"].passes() == (1, 1)
+    assert xh.METHODS["Integrated Gradients"].passes(steps=50) == (51, 50)
+    assert xh.METHODS["Occlusion"].passes(positions=169) == (170, 0)
+    assert xh.METHODS["Kernel SHAP"].passes(samples=1000) == (1002, 0)
+    assert xh.METHODS["DeepLIFT"].passes() == (2, 1)
 
 
 def test_entries_keep_the_old_call_signature(small_cnn):
@@ -60,8 +72,8 @@ def test_a_layer_method_without_a_layer(small_cnn):
 
 def test_lookup_and_registration_errors():
     assert get_method("grad-cam++") is xh.METHODS["Grad-CAM++"] is get_method("GRAD-CAM++")
-    with pytest.raises(ValueError, match="unknown method 'lime'; choose from cam, grad-cam"):
-        get_method("lime")
+    with pytest.raises(ValueError, match="unknown method 'lrp'; choose from cam, grad-cam"):
+        get_method("lrp")
     with pytest.raises(ValueError, match="already registered"):
         register(xh.METHODS["CAM"])
     with pytest.raises(ValueError, match="family must be one of"):
@@ -112,8 +124,23 @@ def test_a_new_entry_reaches_the_cli_and_the_dashboard(registered_toy, lite0, tm
 
 def test_cli_lists_the_registry(capsys):
     assert main(["methods"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == [m.slug for m in xh.METHODS.values()]
+    image, tabular = capsys.readouterr().out.split("\n\n")
+    assert [line.split()[0] for line in image.splitlines()] == [m.slug for m in xh.METHODS.values()]
+    assert [line.split()[0] for line in tabular.splitlines()[1:]] == [m.slug for m in xh.TABULAR_METHODS.values()]
+
+
+def test_tabular_entries_are_complete_and_documented():
+    readme = (ROOT / "README.md").read_text()
+    assert len(xh.TABULAR_METHODS) == 6
+    for name, m in xh.TABULAR_METHODS.items():
+        doc = m.function.__doc__ or ""
+        assert str(m.paper.year) in doc or m.paper.year == 2019, name
+        assert any(ref in doc for ref in ("Eq", "Sec.", "Algorithm", "Theorem")), name
+        assert (ROOT / "notebooks" / m.lesson).is_file()
+        assert f"T.{m.function.__name__}" in readme or f"tabular.{m.function.__name__}" in readme, name
+    # Every image method's function is in the README's method table too.
+    for m in xh.METHODS.values():
+        assert f"xh.{m.function.__name__}" in readme, m.name
 
 
 def _package_modules():

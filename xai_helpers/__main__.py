@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", default=None, help="figure to write (default: IMAGE_explained.png)")
     explain.add_argument("--cmap", default="viridis", help="colormap (default: viridis)")
     explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1 (default: 0.5)")
+    explain.add_argument("--preview", action="store_true",
+                         help="run the slow methods with their preview settings (fewer samples or steps)")
     sub.add_parser("samples", help="list the sample photos")
     sub.add_parser("methods", help="list the registered methods")
     return parser
@@ -72,7 +74,8 @@ def explain(args) -> int:
     width = max(len(m.name) for m in methods)
     for method in methods:
         start = time.perf_counter()
-        heats[method.name] = method(loaded.model, x, loaded.target_layer, target=target)[0]
+        settings = method.preview if args.preview else {}
+        heats[method.name] = method(loaded.model, x, loaded.target_layer, target=target, **settings)[0]
         print(f"  {method.name:<{width}} {(time.perf_counter() - start) * 1000:8.0f} ms")
     out = Path(args.out) if args.out else Path(f"{Path(str(args.image)).stem}_explained.png")
     fig = plot_overlays(image, heats, subtitles={n: label for n in heats}, alpha=args.alpha, cmap=args.cmap)
@@ -91,8 +94,14 @@ def main(argv=None) -> int:
             print("\n".join(SAMPLES))
             return 0
         if args.command == "methods":
+            width = max(len(m.name) for m in METHODS.values())
             for method in METHODS.values():
-                print(f"{method.slug:<12} {method.name:<12} {method.family:<15} {method.cost}")
+                print(f"{method.slug:<21} {method.name:<{width}} {method.family:<15} {method.cost}")
+            from .methods import TABULAR_METHODS
+
+            print("\nfor models of tables (lesson 12; xai_helpers.tabular):")
+            for method in TABULAR_METHODS.values():
+                print(f"  {method.slug:<23} {method.name:<22} {method.scope:<7} {method.models}")
             return 0
         return explain(args)
     except (ValueError, FileNotFoundError) as exc:

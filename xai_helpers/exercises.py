@@ -321,6 +321,101 @@ def _spearman_cases() -> list[dict]:
     return cases
 
 
+
+def _rise_cases() -> list[dict]:
+    cases = []
+    for seed in range(3):
+        gen = _gen(70 + seed)
+        k, h, w, p = 12, 5, 6, 0.4 + 0.1 * seed
+        masks = torch.rand(k, h, w, generator=gen)
+        scores = torch.rand(k, generator=gen)
+        expected = torch.einsum("k,khw->hw", scores, masks) / (k * p)
+        cases.append({
+            "args": (scores.clone(), masks.clone(), p),
+            "expected": expected,
+            "mistakes": {
+                "no division by p": (expected * p, "Eq. 6 divides by E[M] = p as well as by N: without it the map "
+                                     "is p times too small (the heatmap looks the same, the values do not)"),
+                "divided by each pixel's mask total": (
+                    torch.einsum("k,khw->hw", scores, masks) / masks.sum(0),
+                    "a per-pixel normalisation by sum_i M_i(λ) is a variant; Eq. 6 divides by N E[M] = N p",
+                ),
+                "masks averaged without their scores": (masks.mean(0) / p, "each mask is weighted by the score f(I ⊙ M_i)"),
+            },
+        })
+    return cases
+
+
+def _ig_cases() -> list[dict]:
+    cases = []
+    for seed in range(3):
+        gen = _gen(80 + seed)
+        steps = 4 + seed
+        grads = torch.randn(steps, 2, 3, 3, generator=gen)
+        x, x0 = torch.randn(2, 3, 3, generator=gen), torch.randn(2, 3, 3, generator=gen) * 0.1
+        expected = (x - x0) * grads.mean(0)
+        cases.append({
+            "args": (grads.clone(), x.clone(), x0.clone()),
+            "expected": expected,
+            "mistakes": {
+                "x instead of x - x'": (x * grads.mean(0), "Eq. 1 multiplies by (x_i - x'_i): the path's length, not the point"),
+                "a sum instead of the mean over steps": (
+                    (x - x0) * grads.sum(0), "the Riemann sum weighs each step by 1/m (Sec. 5): divide by the number of steps"),
+                "the gradient at x only": ((x - x0) * grads[-1], "integrate along the path: every step's gradient counts"),
+            },
+        })
+    return cases
+
+
+def _shapley_kernel_cases() -> list[dict]:
+    cases = []
+    for m in (4, 7, 10):
+        s = torch.arange(1, m)
+        binom = torch.tensor([math.comb(m, int(k)) for k in s], dtype=torch.float64)
+        expected = (m - 1) / (binom * s * (m - s))
+        cases.append({
+            "args": (m, s.clone()),
+            "expected": expected,
+            "mistakes": {
+                "the binomial coefficient left out": (
+                    (m - 1) / (s * (m - s)).double(),
+                    "that is the kernel's total mass on all coalitions of size |z|; one coalition gets it divided by C(M, |z|)"),
+                "LIME's weights": (torch.ones_like(expected), "Kernel SHAP's weights depend on |z|: small and large coalitions weigh most"),
+            },
+        })
+    return cases
+
+
+def _permutation_drop_cases() -> list[dict]:
+    import numpy as np
+
+    def accuracy(y, p):
+        return float(((np.asarray(p) > 0.5) == y).mean())
+
+    cases = []
+    for seed in range(3):
+        rng = np.random.default_rng(90 + seed)
+        X = rng.normal(size=(40, 3))
+        w = np.array([2.0, -1.0, 0.5])
+        y = (X @ w > 0).astype(int)
+        model_fn = lambda A, w=w: 1 / (1 + np.exp(-(A @ w)))
+        column = seed % 3
+        perm = rng.permutation(40)
+        shuffled = X.copy()
+        shuffled[:, column] = X[perm, column]
+        base, permuted = accuracy(y, model_fn(X)), accuracy(y, model_fn(shuffled))
+        cases.append({
+            "args": (model_fn, X.copy(), y.copy(), accuracy, column, perm.copy()),
+            "expected": base - permuted,
+            "mistakes": {
+                "the permuted score instead of the drop": (permuted, "importance is the score on the data *minus* the score after shuffling"),
+                "the sign flipped": (permuted - base, "a useful feature has a positive importance: baseline minus permuted"),
+                "whole rows permuted": (base - accuracy(y, model_fn(X[perm])),
+                                        "shuffle one column only; reordering whole rows breaks every feature's link to y"),
+            },
+        })
+    return cases
+
 EXERCISES: dict[str, Exercise] = {
     e.id: e
     for e in (
@@ -339,6 +434,17 @@ EXERCISES: dict[str, Exercise] = {
                  "fn(y (N,), o (N,)) -> float", _average_drop_cases, _close),
         Exercise("07-spearman", "07", "Spearman rank correlation of two flattened maps, ties given their average rank.",
                  "fn(a (P,), b (P,)) -> float", _spearman_cases, _close),
+        Exercise("08-rise-saliency", "08", "RISE's Eq. 6: the score-weighted sum of the masks over N E[M] = N p.",
+                 "fn(scores (N,), masks (N, H, W), p: float) -> (H, W)", _rise_cases, _close),
+        Exercise("09-integrated-gradients", "09",
+                 "Integrated Gradients by the midpoint Riemann sum, from the gradients at the m path points.",
+                 "fn(gradients (m, C, H, W), x (C, H, W), baseline (C, H, W)) -> (C, H, W)", _ig_cases, _close),
+        Exercise("10-shapley-kernel", "10", "The Shapley kernel pi(z) = (M - 1) / (C(M, |z|) |z| (M - |z|)).",
+                 "fn(M: int, sizes (K,) ints in 1..M-1) -> (K,) float64", _shapley_kernel_cases, _close),
+        Exercise("12-permutation-drop", "12",
+                 "Permutation importance of one column for one permutation: score(X) - score(X with the column reordered).",
+                 "fn(model_fn, X (n, M), y (n,), metric, column: int, permutation (n,)) -> float",
+                 _permutation_drop_cases, _close),
     )
 }
 

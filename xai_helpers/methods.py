@@ -51,12 +51,28 @@ from typing import Any, Callable
 
 import torch
 
+from .backprop_rules import deeplift, guided_backprop, guided_grad_cam
 from .cam_method import cam
 from .gradient_methods import grad_cam, grad_cam_plus_plus
-from .pixel_gradients import saliency, saliency_heatmap
+from .perturbation import rise, rise_heatmap, occlusion
+from .pixel_gradients import evidence_heatmap, input_x_gradient, integrated_gradients, saliency, saliency_heatmap, smoothgrad
 from .score_method import score_cam
+from .surrogates import kernel_shap, lime, segment_heatmap
+from .tabular import cem, exact_shapley_tabular, kernel_shap_tabular, permutation_importance, tree_importances, tree_shap
 
-__all__ = ["Paper", "Method", "METHODS", "FAMILIES", "register", "unregister", "get_method", "by_slug"]
+__all__ = [
+    "Paper",
+    "Method",
+    "METHODS",
+    "FAMILIES",
+    "register",
+    "unregister",
+    "get_method",
+    "by_slug",
+    "TabularMethod",
+    "TABULAR_METHODS",
+    "register_tabular",
+]
 
 FAMILIES = ("activation map", "gradient", "perturbation", "surrogate")
 
@@ -96,6 +112,10 @@ class Method:
         default: ticked when the dashboard opens.
         to_heatmap: raw output -> (N, H, W) in [0, 1]; None when the raw
             output already is that heatmap.
+        preview: settings that make a slow method cheaper for a first look
+            or a table under a time budget (fewer samples or steps); callers
+            that use them say so. Empty for methods that are cheap already.
+        lesson: the notebook that derives the method.
     """
 
     name: str
@@ -114,6 +134,8 @@ class Method:
     default: bool = True
     to_heatmap: Callable[[torch.Tensor], torch.Tensor] | None = None
     summary: str = field(default="")
+    preview: dict = field(default_factory=dict)
+    lesson: str = ""
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -189,6 +211,38 @@ def _score_cam_passes(channels: int, **_) -> tuple[int, int]:
     return (1 + channels, 0)
 
 
+def _two_passes(**_) -> tuple[int, int]:
+    return (2, 2)
+
+
+def _deeplift_passes(**_) -> tuple[int, int]:
+    return (2, 1)  # one pass of the input and its reference, stacked
+
+
+def _smoothgrad_passes(samples: int = 50, **_) -> tuple[int, int]:
+    return (1 + samples, samples)
+
+
+def _ig_passes(steps: int = 50, **_) -> tuple[int, int]:
+    return (1 + steps, steps)
+
+
+def _occlusion_passes(positions: int = 169, **_) -> tuple[int, int]:
+    return (1 + positions, 0)
+
+
+def _rise_passes(masks: int = 1000, **_) -> tuple[int, int]:
+    return (1 + masks, 0)
+
+
+def _lime_passes(samples: int = 1000, **_) -> tuple[int, int]:
+    return (1 + samples, 0)
+
+
+def _kernel_shap_passes(samples: int = 1000, **_) -> tuple[int, int]:
+    return (2 + samples, 0)
+
+
 register(
     Method(
         name="CAM",
@@ -205,6 +259,7 @@ register(
         passes=_one_pass,
         requirement="GAP → Linear head",
         summary="the final Linear layer's weights of the class, applied to the pooled layer's maps (Eq. 2)",
+        lesson="01_cam.ipynb",
     )
 )
 register(
@@ -223,6 +278,7 @@ register(
         cost="1 forward + 1 backward from the output to the layer",
         passes=_pass_and_backward,
         summary="channel weights are the spatial mean of the gradient (Eqs. 1-2)",
+        lesson="02_grad_cam.ipynb",
     )
 )
 register(
@@ -241,6 +297,7 @@ register(
         cost="1 forward + 1 backward from the output to the layer",
         passes=_pass_and_backward,
         summary="pixel-wise weights alpha of the positive gradients, closed form of Eq. 19",
+        lesson="03_grad_cam_plus_plus.ipynb",
     )
 )
 register(
@@ -261,6 +318,7 @@ register(
         fast=False,
         default=False,
         summary="channel weights are the class probability on the image masked by each channel (Algorithm 1)",
+        lesson="04_score_cam.ipynb",
     )
 )
 register(
@@ -281,5 +339,307 @@ register(
         default=False,
         to_heatmap=saliency_heatmap,
         summary="the absolute gradient of the class score at each pixel, maximum over colour channels (Sec. 3.1)",
+        lesson="09_pixel_gradients.ipynb",
     )
 )
+register(
+    Method(
+        name="Gradient × Input",
+        slug="input-x-gradient",
+        function=input_x_gradient,
+        paper=Paper("Shrikumar, Greenside, Shcherbina, Kundaje", 2016,
+                    "Not Just a Black Box: Learning Important Features Through Propagating Activation Differences",
+                    "https://arxiv.org/abs/1605.01713"),
+        family="gradient",
+        needs_layer=False,
+        signed=True,
+        reports_progress=False,
+        needs_gradients=True,
+        cost="1 forward + 1 backward to the input",
+        passes=_pass_and_backward,
+        default=False,
+        to_heatmap=evidence_heatmap,
+        summary="the input times its gradient, summed over colour channels; positive part",
+        lesson="09_pixel_gradients.ipynb",
+    )
+)
+register(
+    Method(
+        name="SmoothGrad",
+        slug="smoothgrad",
+        function=smoothgrad,
+        paper=Paper("Smilkov, Thorat, Kim, Viégas, Wattenberg", 2017,
+                    "SmoothGrad: removing noise by adding noise", "https://arxiv.org/abs/1706.03825"),
+        family="gradient",
+        needs_layer=False,
+        signed=True,
+        reports_progress=True,
+        needs_gradients=True,
+        cost="samples (50) forwards + backwards to the input",
+        passes=_smoothgrad_passes,
+        fast=False,
+        default=False,
+        to_heatmap=saliency_heatmap,
+        summary="the gradient averaged over noisy copies of the image (Eq. 2), shown as Saliency",
+        preview={"samples": 10},
+        lesson="09_pixel_gradients.ipynb",
+    )
+)
+register(
+    Method(
+        name="Integrated Gradients",
+        slug="integrated-gradients",
+        function=integrated_gradients,
+        paper=Paper("Sundararajan, Taly, Yan", 2017, "Axiomatic Attribution for Deep Networks",
+                    "https://arxiv.org/abs/1703.01365"),
+        family="gradient",
+        needs_layer=False,
+        signed=True,
+        reports_progress=True,
+        needs_gradients=True,
+        cost="steps (50) forwards + backwards to the input",
+        passes=_ig_passes,
+        fast=False,
+        default=False,
+        to_heatmap=evidence_heatmap,
+        summary="(x - x') times the gradient integrated along the straight path from the baseline x' (Eq. 1)",
+        preview={"steps": 16},
+        lesson="09_pixel_gradients.ipynb",
+    )
+)
+register(
+    Method(
+        name="DeepLIFT",
+        slug="deeplift",
+        function=deeplift,
+        paper=Paper("Shrikumar, Greenside, Kundaje", 2017,
+                    "Learning Important Features Through Propagating Activation Differences",
+                    "https://arxiv.org/abs/1704.02685"),
+        family="gradient",
+        needs_layer=False,
+        signed=True,
+        reports_progress=False,
+        needs_gradients=True,
+        cost="1 forward + 1 backward of the image and its reference, stacked",
+        passes=_deeplift_passes,
+        default=False,
+        to_heatmap=evidence_heatmap,
+        summary="Rescale rule: multipliers Δy/Δx through every nonlinearity, times x - x' (Secs. 3.3-3.5)",
+        lesson="09_pixel_gradients.ipynb",
+    )
+)
+register(
+    Method(
+        name="Guided Backprop",
+        slug="guided-backprop",
+        function=guided_backprop,
+        paper=Paper("Springenberg, Dosovitskiy, Brox, Riedmiller", 2015,
+                    "Striving for Simplicity: The All Convolutional Net", "https://arxiv.org/abs/1412.6806"),
+        family="gradient",
+        needs_layer=False,
+        signed=True,
+        reports_progress=False,
+        needs_gradients=True,
+        cost="1 forward + 1 backward to the input",
+        passes=_pass_and_backward,
+        default=False,
+        to_heatmap=saliency_heatmap,
+        summary="the gradient with only positive signals passed back through each ReLU (Fig. 1)",
+        lesson="09_pixel_gradients.ipynb",
+    )
+)
+register(
+    Method(
+        name="Guided Grad-CAM",
+        slug="guided-grad-cam",
+        function=guided_grad_cam,
+        paper=Paper("Selvaraju, Cogswell, Das, Vedantam, Parikh, Batra", 2017,
+                    "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization",
+                    "https://arxiv.org/abs/1610.02391"),
+        family="gradient",
+        needs_layer=True,
+        signed=True,
+        reports_progress=False,
+        needs_gradients=True,
+        cost="2 forwards + 2 backwards (Grad-CAM and Guided Backprop)",
+        passes=_two_passes,
+        default=False,
+        to_heatmap=saliency_heatmap,
+        summary="Guided Backprop times the upsampled Grad-CAM map (Sec. 3)",
+        lesson="09_pixel_gradients.ipynb",
+    )
+)
+register(
+    Method(
+        name="Occlusion",
+        slug="occlusion",
+        function=occlusion,
+        paper=Paper("Zeiler, Fergus", 2014, "Visualizing and Understanding Convolutional Networks",
+                    "https://arxiv.org/abs/1311.2901"),
+        family="perturbation",
+        needs_layer=False,
+        signed=True,
+        reports_progress=True,
+        needs_gradients=False,
+        cost="1 + window positions forwards (170 at 224², window 32, stride 16)",
+        passes=_occlusion_passes,
+        fast=False,
+        default=False,
+        to_heatmap=evidence_heatmap,
+        summary="the drop of the class probability when a sliding grey patch hides each region (Sec. 4.2)",
+        preview={"window": 56, "stride": 28},
+        lesson="08_occlusion_and_rise.ipynb",
+    )
+)
+register(
+    Method(
+        name="RISE",
+        slug="rise",
+        function=rise,
+        paper=Paper("Petsiuk, Das, Saenko", 2018, "RISE: Randomized Input Sampling for Explanation of Black-box Models",
+                    "https://arxiv.org/abs/1806.07421"),
+        family="perturbation",
+        needs_layer=False,
+        signed=False,
+        reports_progress=True,
+        needs_gradients=False,
+        cost="1 + masks (1000) forwards",
+        passes=_rise_passes,
+        fast=False,
+        default=False,
+        to_heatmap=rise_heatmap,
+        summary="random smooth masks averaged with the class probability of the masked image as weight (Eq. 6)",
+        preview={"masks": 64},
+        lesson="08_occlusion_and_rise.ipynb",
+    )
+)
+register(
+    Method(
+        name="LIME",
+        slug="lime",
+        function=lime,
+        paper=Paper("Ribeiro, Singh, Guestrin", 2016, "\"Why Should I Trust You?\": Explaining the Predictions of Any Classifier",
+                    "https://arxiv.org/abs/1602.04938"),
+        family="surrogate",
+        needs_layer=False,
+        signed=True,
+        reports_progress=True,
+        needs_gradients=False,
+        cost="1 + samples (1000) forwards, one per coalition of superpixels",
+        passes=_lime_passes,
+        fast=False,
+        default=False,
+        to_heatmap=segment_heatmap,
+        summary="a weighted ridge regression of the class probability on which superpixels are kept (Eqs. 1-2)",
+        preview={"samples": 64},
+        lesson="10_lime_and_kernel_shap.ipynb",
+    )
+)
+register(
+    Method(
+        name="Kernel SHAP",
+        slug="kernel-shap",
+        function=kernel_shap,
+        paper=Paper("Lundberg, Lee", 2017, "A Unified Approach to Interpreting Model Predictions",
+                    "https://arxiv.org/abs/1705.07874"),
+        family="surrogate",
+        needs_layer=False,
+        signed=True,
+        reports_progress=True,
+        needs_gradients=False,
+        cost="2 + samples (1000) forwards, one per coalition of superpixels",
+        passes=_kernel_shap_passes,
+        fast=False,
+        default=False,
+        to_heatmap=segment_heatmap,
+        summary="Shapley values of the superpixels by weighted least squares with the Shapley kernel (Theorem 2)",
+        preview={"samples": 64},
+        lesson="10_lime_and_kernel_shap.ipynb",
+    )
+)
+
+
+# ---------------------------------------------------------------- tabular methods (lesson 12)
+#
+# Models of tables take other arguments than image models (a prediction function
+# and a table, a booster, a differentiable model), so they have their own small
+# protocol: each entry names its function and what kind of model it needs.
+
+
+@dataclass(frozen=True, eq=False)
+class TabularMethod:
+    """A method for models of tabular data (``xai_helpers.tabular``).
+
+    Attributes:
+        name, slug, function, paper, summary, lesson: as for :class:`Method`.
+        models: what it can explain: "any model" (only predictions are used),
+            "XGBoost" (reads the trees) or "differentiable PyTorch model".
+        scope: "global" (the model as a whole) or "local" (one row).
+    """
+
+    name: str
+    slug: str
+    function: Callable[..., Any]
+    paper: Paper
+    models: str
+    scope: str
+    summary: str
+    lesson: str = "12_tabular.ipynb"
+
+
+TABULAR_METHODS: dict[str, TabularMethod] = {}
+
+
+def register_tabular(method: TabularMethod) -> TabularMethod:
+    """Add ``method`` to ``TABULAR_METHODS``; its name and slug must be new."""
+    if method.name in TABULAR_METHODS or method.slug in {m.slug for m in TABULAR_METHODS.values()}:
+        raise ValueError(f"a tabular method called {method.name!r} or with slug {method.slug!r} is already registered")
+    if method.scope not in ("global", "local"):
+        raise ValueError(f"scope must be 'global' or 'local', got {method.scope!r}")
+    TABULAR_METHODS[method.name] = method
+    return method
+
+
+register_tabular(TabularMethod(
+    name="Permutation importance", slug="permutation-importance", function=permutation_importance,
+    paper=Paper("Breiman; Fisher, Rudin, Dominici", 2019,
+                "All Models are Wrong, but Many are Useful: Learning a Variable's Importance by Studying an Entire "
+                "Class of Prediction Models Simultaneously", "https://arxiv.org/abs/1801.01489"),
+    models="any model", scope="global",
+    summary="the drop of a score when one column is shuffled, mean and spread over repeats",
+))
+register_tabular(TabularMethod(
+    name="XGBoost importances", slug="tree-importances", function=tree_importances,
+    paper=Paper("Chen, Guestrin", 2016, "XGBoost: A Scalable Tree Boosting System", "https://arxiv.org/abs/1603.02754"),
+    models="XGBoost", scope="global",
+    summary="weight, gain and cover of the splits on each feature, normalised, side by side",
+))
+register_tabular(TabularMethod(
+    name="Kernel SHAP (tabular)", slug="kernel-shap-tabular", function=kernel_shap_tabular,
+    paper=Paper("Lundberg, Lee", 2017, "A Unified Approach to Interpreting Model Predictions",
+                "https://arxiv.org/abs/1705.07874"),
+    models="any model", scope="local",
+    summary="interventional Shapley values of one row against a background set, by the Shapley-kernel regression",
+))
+register_tabular(TabularMethod(
+    name="Exact Shapley values", slug="exact-shapley", function=exact_shapley_tabular,
+    paper=Paper("Lundberg, Lee", 2017, "A Unified Approach to Interpreting Model Predictions",
+                "https://arxiv.org/abs/1705.07874"),
+    models="any model", scope="local",
+    summary="the interventional Shapley values by enumerating all 2^M coalitions (M <= 12)",
+))
+register_tabular(TabularMethod(
+    name="TreeSHAP", slug="tree-shap", function=tree_shap,
+    paper=Paper("Lundberg, Erion, Lee", 2018, "Consistent Individualized Feature Attribution for Tree Ensembles",
+                "https://arxiv.org/abs/1802.03888"),
+    models="XGBoost", scope="local",
+    summary="path-dependent Shapley values of every row, from XGBoost's pred_contribs",
+))
+register_tabular(TabularMethod(
+    name="CEM", slug="cem", function=cem,
+    paper=Paper("Dhurandhar, Chen, Luss, Tu, Ting, Shanmugam, Das", 2018,
+                "Explanations based on the Missing: Towards Contrastive Explanations with Pertinent Negatives",
+                "https://arxiv.org/abs/1802.07623"),
+    models="differentiable PyTorch model", scope="local",
+    summary="pertinent positives and negatives by projected FISTA on the elastic-net objective (no autoencoder term)",
+))

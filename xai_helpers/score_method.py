@@ -201,7 +201,8 @@ def _set_inplace(model: nn.Module, inplace: bool) -> list[nn.Module]:
     return changed
 
 
-def fast_inference_copy(model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None) -> nn.Module:
+def fast_inference_copy(model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None,
+                        who: str = "score_cam") -> nn.Module:
     """The fastest model that provably computes what ``model`` computes, for many inference passes.
 
     Candidates, fastest first, each checked against ``reference`` (the model's
@@ -216,7 +217,8 @@ def fast_inference_copy(model: nn.Module, x: torch.Tensor, reference: torch.Tens
     The fast path applies to models whose only changes are those above: a
     BatchNorm2d with running statistics reading a Conv2d's output, activations
     whose input nothing else reads, no forward hook that changes an output.
-    Each fallback is announced with a ``RuntimeWarning`` saying why.
+    Each fallback is announced with a ``RuntimeWarning`` saying why, naming
+    ``who`` (the method that asked) and its "masked passes".
     """
     if reference is None:
         with torch.inference_mode(), evaluating(model):
@@ -231,7 +233,7 @@ def fast_inference_copy(model: nn.Module, x: torch.Tensor, reference: torch.Tens
         module.inplace = False
     if changed and _agree(reference, fast, x):
         warnings.warn(
-            "Score-CAM: making the activations in-place changed the model's output (an activation's input is "
+            f"{who}: making the activations in-place changed the model's output (an activation's input is "
             "read again later), so the masked passes run without in-place activations",
             RuntimeWarning,
             stacklevel=3,
@@ -240,14 +242,14 @@ def fast_inference_copy(model: nn.Module, x: torch.Tensor, reference: torch.Tens
     plain = copy_without_hooks(model)
     if _agree(reference, plain, x):
         warnings.warn(
-            "Score-CAM: folding BatchNorm into the convolutions changed the model's output, so the masked "
+            f"{who}: folding BatchNorm into the convolutions changed the model's output, so the masked "
             "passes run on an unfolded copy (slower, same result)",
             RuntimeWarning,
             stacklevel=3,
         )
         return plain
     warnings.warn(
-        "Score-CAM: a copy of the model does not reproduce its output (a forward hook that changes outputs?), "
+        f"{who}: a copy of the model does not reproduce its output (a forward hook that changes outputs?), "
         "so the masked passes run on the model itself, hooks included",
         RuntimeWarning,
         stacklevel=3,

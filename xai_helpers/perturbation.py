@@ -1,0 +1,229 @@
+"""Perturbation methods: hide part of the image, watch the score. Occlusion and RISE.
+
+No gradients: only forward passes, so they work on any model, including
+non-differentiable ones, and their cost is a number of forward passes that
+the lesson (08) counts. Every masked copy goes through
+:class:`xai_helpers.batches.Scorer`, ``batch_size`` at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batches import Scorer, check_positive_int, progress_bar
+from .core import Target, check_input, normalize_per_image
+from .hooks import evaluating
+from .pixel_gradients import make_baseline
+
+__all__ = ["occlusion", "occlusion_positions", "default_window", "rise", "rise_masks"]
+
+
+def _pair(name: str, value) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+        raise ValueError(f"{name} must be a positive int or a pair of positive ints (height, width), got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def default_window(size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(window, stride) when none is given: a seventh of the image, half-overlapping
+    (32 and 16 at 224 x 224, the settings of the benchmarks)."""
+    window = tuple(max(1, round(s / 7)) for s in size)
+    return window, tuple(max(1, w // 2) for w in window)
+
+
+def occlusion_positions(size: tuple[int, int], window, stride) -> tuple[int, int]:
+    """Window positions along (H, W): ceil((H - h) / s) + 1, as in captum; the
+    last window is cut at the image's border where the stride does not fit."""
+    (H, W), (h, w), (sh, sw) = size, _pair("window", window), _pair("stride", stride)
+    if h > H or w > W:
+        raise ValueError(f"the window {(h, w)} is larger than the image {(H, W)}; choose window <= {(H, W)}")
+    if (sh > h and H > h) or (sw > w and W > w):
+        raise ValueError(f"the stride {(sh, sw)} is larger than the window {(h, w)}, so some pixels would never be "
+                         "occluded; choose stride <= window")
+    return math.ceil((H - h) / sh) + 1, math.ceil((W - w) / sw) + 1
+
+
+def occlusion(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    window=None,
+    stride=None,
+    baseline=None,
+    score: str = "probability",
+    batch_size: int | None = None,
+    progress=False,
+) -> torch.Tensor:
+    """Occlusion sensitivity (Zeiler & Fergus 2014, Sec. 4.2, Fig. 7), raw (N, C, H, W).
+
+    A ``window`` (h, w) slides over the image with ``stride``; at each position
+    p the pixels under it, all channels, are replaced by ``baseline`` and the
+    drop of the class score is recorded. A pixel's attribution is the mean
+    drop over the windows that cover it:
+
+    .. math::
+        a_{ij} = \frac{1}{|P_{ij}|} \sum_{p \\in P_{ij}} \big(f_c(x) - f_c(x_{\\setminus p})\big)
+
+    (the same value in every colour channel, captum's ``Occlusion`` output).
+    Cost: one forward pass per position, ``occlusion_positions`` of them, plus one.
+
+    Args:
+        window, stride: int or (h, w); None gives :func:`default_window`.
+        baseline: what hides a window (see ``make_baseline``; default 0, the
+            mean colour in normalised space).
+        score: ``"probability"`` (the paper's) or ``"logit"``.
+        batch_size: occluded images per forward pass (memory is bounded by it).
+        progress: True for a progress bar, or a callable ``progress(done, total)``.
+    """
+    check_input(model, x)
+    size = tuple(x.shape[-2:])
+    if window is None:
+        window, default_stride = default_window(size)
+        stride = default_stride if stride is None else stride
+    elif stride is None:
+        stride = tuple(max(1, w // 2) for w in _pair("window", window))
+    (h, w), (sh, sw) = _pair("window", window), _pair("stride", stride)
+    ph, pw = occlusion_positions(size, (h, w), (sh, sw))
+    fill = make_baseline(x, baseline)
+    n, positions = x.shape[0], ph * pw
+    # Window position p covers rows [r, r + h) and columns [c, c + w) of the image.
+    tops = (torch.arange(ph, device=x.device) * sh).repeat_interleave(pw)
+    lefts = (torch.arange(pw, device=x.device) * sw).repeat(ph)
+    rows_, cols_ = torch.arange(size[0], device=x.device), torch.arange(size[1], device=x.device)
+    drops = torch.zeros(n, positions, device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
+    with evaluating(model):
+        scorer = Scorer(model, x, target, score=score, batch_size=batch_size, fast_copy="occlusion")
+        per_batch = scorer.batch_size
+        with progress_bar(progress, n * positions, "Occlusion windows") as advance:
+            for i in range(n):
+                rows = torch.full((per_batch,), i, device=x.device)
+                for start in range(0, positions, per_batch):
+                    top, left = tops[start : start + per_batch, None], lefts[start : start + per_batch, None]
+                    # (k, 1, H, W) window masks, built at once: inside rows [top, top + h) and columns [left, left + w).
+                    inside = (((rows_ >= top) & (rows_ < top + h))[:, :, None] & ((cols_ >= left) & (cols_ < left + w))[:, None, :])
+                    hidden = inside.unsqueeze(1)
+                    batch = torch.where(hidden, fill[i : i + 1], x[i : i + 1])
+                    k = batch.shape[0]
+                    drops[i, start : start + k] = scorer.base[i] - scorer.scores(batch, rows[:k])
+                    advance(k)
+    # Spreading each position's drop over its window is a transposed convolution with a box.
+    box = torch.ones(1, 1, h, w, device=x.device, dtype=drops.dtype)
+    grid = drops.view(n, 1, ph, pw)
+    total = F.conv_transpose2d(grid, box, stride=(sh, sw))[:, 0, : size[0], : size[1]]
+    count = F.conv_transpose2d(torch.ones_like(grid[:1]), box, stride=(sh, sw))[:, 0, : size[0], : size[1]]
+    mean = total / count.clamp_min(1)
+    return mean.unsqueeze(1).expand(-1, x.shape[1], -1, -1).to(x.dtype).contiguous()
+
+
+def rise_masks(
+    count: int,
+    size: tuple[int, int],
+    grid: int = 7,
+    p: float = 0.5,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    start: int = 0,
+    stop: int | None = None,
+) -> torch.Tensor:
+    """RISE's masks (Petsiuk, Das & Saenko 2018, Sec. 3.2): masks ``start..stop`` of ``count``, (k, H, W) in [0, 1].
+
+    1. sample a ``grid`` x ``grid`` binary grid, each cell 1 with probability ``p``;
+    2. upsample it bilinearly to (grid + 1) * cell, with cell = ceil(H / grid);
+    3. crop H x W at a random shift in [0, cell) in each direction.
+
+    The grids and shifts of all ``count`` masks are drawn first from one
+    generator seeded with ``seed``, so a slice is the same whatever the batch
+    size that asks for it.
+    """
+    check_positive_int("count", count)
+    check_positive_int("grid", grid)
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p!r}")
+    H, W = size
+    ch, cw = math.ceil(H / grid), math.ceil(W / grid)
+    generator = torch.Generator().manual_seed(seed)
+    cells = (torch.rand(count, 1, grid, grid, generator=generator) < p).float()
+    shifts = torch.stack([torch.randint(0, ch, (count,), generator=generator),
+                          torch.randint(0, cw, (count,), generator=generator)], 1)
+    stop = count if stop is None else stop
+    up = F.interpolate(cells[start:stop].to(device), size=((grid + 1) * ch, (grid + 1) * cw),
+                       mode="bilinear", align_corners=False)
+    return torch.stack([up[k, 0, dy : dy + H, dx : dx + W] for k, (dy, dx) in enumerate(shifts[start:stop].tolist())])
+
+
+def rise(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    masks: int = 1000,
+    grid: int = 7,
+    p: float = 0.5,
+    baseline=None,
+    score: str = "probability",
+    centre: bool = True,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress=False,
+) -> torch.Tensor:
+    r"""RISE (Petsiuk, Das & Saenko 2018, Eqs. 5-6), raw (N, H, W).
+
+    .. math::
+        S_{I,f}(\lambda) = \mathbb E_M\big[f(I \odot M) \mid M(\lambda) = 1\big]
+        \approx \frac{1}{\mathbb E[M] \cdot N} \sum_{i=1}^{N} f(I \odot M_i)\, M_i(\lambda) \qquad (6)
+
+    with the random masks :func:`rise_masks` and E[M] = p. ``I ⊙ M`` blends
+    towards ``baseline`` (default 0, the mean colour in normalised space)
+    where M < 1.
+
+    ``centre=True`` (default) uses the control variate
+    S = f̄ + (1 / (N p)) sum_i (f_i - f̄) M_i, with f̄ the mean score. Since
+    E[M_i(λ)] = p at every pixel, it estimates the same S as Eq. 6, with less
+    variance: Eq. 6 adds f̄ times the masks' own sampling noise, so a model
+    that ignores its input would get a blotchy map instead of a flat one.
+    ``centre=False`` is Eq. 6 as printed. The paper uses 4000 masks of a
+    7 x 7 grid for ResNet-50 (``masks=4000``); the same masks serve every
+    image of the batch. Cost: ``masks`` + 1 forward passes.
+    """
+    check_input(model, x)
+    check_positive_int("masks", masks)
+    fill = make_baseline(x, baseline)
+    size = tuple(x.shape[-2:])
+    n = x.shape[0]
+    values = torch.zeros(n, masks, device=x.device, dtype=torch.float64)
+    with evaluating(model):
+        scorer = Scorer(model, x, target, score=score, batch_size=batch_size, fast_copy="rise")
+        per_batch = scorer.batch_size
+        with progress_bar(progress, n * masks, "RISE masks") as advance:
+            for start in range(0, masks, per_batch):
+                stop = min(masks, start + per_batch)
+                m = rise_masks(masks, size, grid, p, seed, x.device, start, stop).unsqueeze(1).to(x.dtype)
+                for i in range(n):
+                    rows = torch.full((stop - start,), i, device=x.device)
+                    values[i, start:stop] = scorer.scores(x[i : i + 1] * m + fill[i : i + 1] * (1 - m), rows).double()
+                    advance(stop - start)
+    mean = values.mean(1)
+    weights = values - mean[:, None] if centre else values
+    saliency = torch.zeros(n, *size, device=x.device, dtype=torch.float64)
+    # The masks are drawn again rather than kept: (masks, H, W) would not be bounded by the batch size.
+    for start in range(0, masks, 256):
+        stop = min(masks, start + 256)
+        m = rise_masks(masks, size, grid, p, seed, x.device, start, stop).double()
+        saliency += torch.einsum("nk,khw->nhw", weights[:, start:stop], m)
+    saliency = saliency / (masks * p)
+    if centre:
+        saliency = saliency + mean[:, None, None]
+    return saliency.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def rise_heatmap(saliency: torch.Tensor) -> torch.Tensor:
+    """RISE's map min-max scaled per image: (N, H, W) -> (N, H, W) in [0, 1]."""
+    return normalize_per_image(saliency)
