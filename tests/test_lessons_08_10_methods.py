@@ -350,6 +350,9 @@ def test_superpixels_follow_the_image():
     x[:, 0, :, 16:] = 1.0  # a red right half
     seg = xh.superpixels(x, n_segments=4)
     assert seg.shape == (1, 32, 32) and seg.dtype == torch.int64
+    # A one-channel image is a grey picture, not a volume: still one label per pixel.
+    grey = xh.superpixels(x[:, :1], n_segments=4)
+    assert grey.shape == (1, 32, 32) and int(grey.max()) >= 1
     # No superpixel straddles the colour edge.
     for label in seg.unique():
         cols = (seg[0] == label).nonzero()[:, 1]

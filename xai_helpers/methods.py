@@ -28,18 +28,20 @@ A method is a :class:`Method` entry. Calling it returns the common heatmap::
 
 ``entry.function`` is the raw function with the same arguments: a heatmap
 already for the CAM family, a signed attribution for the others, such as
-Saliency's (N, C, H, W) gradient; ``entry.to_heatmap`` turns the raw output
+Saliency's (N, C, H, W) gradient or LIME's (N, H, W) superpixel values; ``entry.to_heatmap`` turns the raw output
 into the heatmap, ``entry.raw(...)`` calls the function alone.
 
 Adding a method
 ---------------
 1. Write the raw function in the module of its family (``cam_method.py``,
-   ``gradient_methods.py``, ``score_method.py``, ``pixel_gradients.py``, ...)
-   with the signature above and the paper's equations in its docstring.
+   ``gradient_methods.py``, ``score_method.py``, ``pixel_gradients.py``,
+   ``backprop_rules.py``, ``perturbation.py``, ``surrogates.py``, ...) with the
+   signature above and the paper's equations in its docstring; multi-pass
+   methods score their inputs through ``batches.Scorer``.
 2. Add one :class:`Method` entry below (or call :func:`register` from your
-   own code).
+   own code); a slow method also gets ``preview`` settings.
 3. Add a test with values computed by hand on a tiny model
-   (``tests/test_exact_values.py``). The generic tests (side effects, bad
+   (``tests/test_exact_values.py``, ``tests/test_lessons_08_10_methods.py``). The generic tests (side effects, bad
    input, output contract), the command line and the dashboard pick the
    entry up from the registry.
 """

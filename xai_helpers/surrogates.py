@@ -65,8 +65,10 @@ def superpixels(x: torch.Tensor, n_segments: int = 50, compactness: float = 10.0
     lo = images.amin((1, 2, 3), keepdim=True)
     span = (images.amax((1, 2, 3), keepdim=True) - lo).clamp_min(1e-12)
     images = ((images - lo) / span).permute(0, 2, 3, 1).numpy()
-    labels = [slic(np.ascontiguousarray(im, dtype=np.float64), n_segments=n_segments, compactness=compactness,
-                   sigma=sigma, start_label=0, channel_axis=-1 if im.shape[-1] > 1 else None) for im in images]
+    colour = images.shape[-1] > 1  # a single channel is a grey image, not a 3-D volume
+    labels = [slic(np.ascontiguousarray(im if colour else im[..., 0], dtype=np.float64), n_segments=n_segments,
+                   compactness=compactness, sigma=sigma, start_label=0, channel_axis=-1 if colour else None)
+              for im in images]
     return torch.from_numpy(np.stack(labels).astype(np.int64)).to(x.device)
 
 
