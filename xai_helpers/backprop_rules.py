@@ -25,9 +25,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .core import ReshapeTransform, Target, check_input, select_output, target_scores
-from .gradient_methods import activation_and_gradient
+from .gradient_methods import activation_and_gradient, grad_cam_sum
 from .hooks import evaluating
-from .pixel_gradients import make_baseline
+from .pixel_gradients import input_gradient, make_baseline
 
 __all__ = ["NONLINEARITIES", "RULES", "rule_mode", "deeplift", "guided_backprop", "guided_grad_cam"]
 
@@ -223,18 +223,10 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target = None) ->
     the same rule reads f'(z) * ReLU(R^{l+1}), which for ReLU6 adds the mask
     z < 6; captum's ``GuidedBackprop`` only changes ``nn.ReLU`` modules.
     """
-    check_input(model, x)
-    with torch.inference_mode(False), torch.enable_grad(), evaluating(model):
-        leaf = x.detach().clone().requires_grad_(True)
-        with rule_mode("guided"):
-            output = select_output(model(leaf.clone()))
-        if output.shape[0] != x.shape[0]:
-            raise ValueError(f"the model's output has shape {tuple(output.shape)}; expected a first dimension of {x.shape[0]}")
-        scores, _ = target_scores(target, output)
-        if not scores.requires_grad:
-            raise ValueError("the target's score does not depend on the input; check the model and the target")
-        (grad,) = torch.autograd.grad(scores.sum(), leaf)
-    return grad
+    # The ordinary input gradient, with the guided rule on every activation call of the forward pass.
+    with rule_mode("guided"):
+        gradient, _, _ = input_gradient(model, x, target)
+    return gradient
 
 
 def guided_grad_cam(
@@ -255,7 +247,7 @@ def guided_grad_cam(
     """
     check_input(model, x, layer)
     activation, grads, classes, _ = activation_and_gradient(model, x, layer, target, reshape_transform)
-    cam = (grads.mean((2, 3), keepdim=True) * activation).sum(1, keepdim=True).clamp_min(0)
+    cam = grad_cam_sum(activation, grads).unsqueeze(1).clamp_min(0)
     cam = F.interpolate(cam.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
     # The same classes as the Grad-CAM pass (top-1 resolved once).
     gbp = guided_backprop(model, x, target if classes is None else classes)

@@ -13,7 +13,7 @@ from torch import nn
 
 from .core import ReshapeTransform, Target, check_input, finish, forward_with_capture, target_scores, to_feature_map
 
-__all__ = ["grad_cam", "grad_cam_plus_plus", "grad_cam_plus_plus_weights", "activation_and_gradient"]
+__all__ = ["grad_cam", "grad_cam_sum", "grad_cam_plus_plus", "grad_cam_plus_plus_weights", "activation_and_gradient"]
 
 
 def activation_and_gradient(
@@ -51,6 +51,11 @@ def activation_and_gradient(
     )
 
 
+def grad_cam_sum(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """sum_k alpha_k^c A^k with alpha_k^c the spatial mean of the gradient (Eqs. 1-2, before the ReLU): (N, h, w)."""
+    return (grads.mean((2, 3), keepdim=True) * activation).sum(1)
+
+
 def grad_cam(
     model: nn.Module,
     x: torch.Tensor,
@@ -82,8 +87,7 @@ def grad_cam(
         (N, H, W) float32 heatmaps in [0, 1].
     """
     activation, grads, _, _ = activation_and_gradient(model, x, layer, target, reshape_transform)
-    alpha = grads.mean((2, 3), keepdim=True)  # Eq. 1
-    return finish((alpha * activation).sum(1), x.shape[-2:])  # Eq. 2
+    return finish(grad_cam_sum(activation, grads), x.shape[-2:])  # Eqs. 1-2
 
 
 def grad_cam_plus_plus_weights(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:

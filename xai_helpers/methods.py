@@ -56,10 +56,11 @@ import torch
 from .backprop_rules import deeplift, guided_backprop, guided_grad_cam
 from .cam_method import cam
 from .gradient_methods import grad_cam, grad_cam_plus_plus
-from .perturbation import rise, rise_heatmap, occlusion
+from .core import normalize_per_image
+from .perturbation import occlusion, rise
 from .pixel_gradients import evidence_heatmap, input_x_gradient, integrated_gradients, saliency, saliency_heatmap, smoothgrad
 from .score_method import score_cam
-from .surrogates import kernel_shap, lime, segment_heatmap
+from .surrogates import kernel_shap, lime
 from .tabular import cem, exact_shapley_tabular, kernel_shap_tabular, permutation_importance, tree_importances, tree_shap
 
 __all__ = [
@@ -509,7 +510,7 @@ register(
         passes=_rise_passes,
         fast=False,
         default=False,
-        to_heatmap=rise_heatmap,
+        to_heatmap=normalize_per_image,
         summary="random smooth masks averaged with the class probability of the masked image as weight (Eq. 6)",
         preview={"masks": 64},
         lesson="08_occlusion_and_rise.ipynb",
@@ -531,7 +532,7 @@ register(
         passes=_lime_passes,
         fast=False,
         default=False,
-        to_heatmap=segment_heatmap,
+        to_heatmap=evidence_heatmap,
         summary="a weighted ridge regression of the class probability on which superpixels are kept (Eqs. 1-2)",
         preview={"samples": 64},
         lesson="10_lime_and_kernel_shap.ipynb",
@@ -553,7 +554,7 @@ register(
         passes=_kernel_shap_passes,
         fast=False,
         default=False,
-        to_heatmap=segment_heatmap,
+        to_heatmap=evidence_heatmap,
         summary="Shapley values of the superpixels by weighted least squares with the Shapley kernel (Theorem 2)",
         preview={"samples": 64},
         lesson="10_lime_and_kernel_shap.ipynb",

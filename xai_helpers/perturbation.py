@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batches import Scorer, check_positive_int, progress_bar
-from .core import Target, check_input, normalize_per_image
+from .core import Target, check_input
 from .hooks import evaluating
 from .pixel_gradients import make_baseline
 
@@ -222,8 +222,3 @@ def rise(
     if centre:
         saliency = saliency + mean[:, None, None]
     return saliency.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def rise_heatmap(saliency: torch.Tensor) -> torch.Tensor:
-    """RISE's map min-max scaled per image: (N, H, W) -> (N, H, W) in [0, 1]."""
-    return normalize_per_image(saliency)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .batches import Scorer, check_positive_int, progress_bar
-from .core import Target, check_input, normalize_per_image
+from .core import Target, check_input
 from .hooks import evaluating
 from .pixel_gradients import make_baseline
 
@@ -32,7 +32,6 @@ __all__ = [
     "kernel_shap",
     "shapley_kernel",
     "shapley_values",
-    "segment_heatmap",
 ]
 
 
@@ -309,8 +308,3 @@ def shapley_values(value, m: int) -> torch.Tensor:
         weight = torch.tensor([fact[k] * fact[m - k - 1] / fact[m] for k in s.tolist()], dtype=torch.float64)
         phi[j] = (weight * (v[codes[without] | (1 << j)] - v[codes[without]])).sum()
     return phi
-
-
-def segment_heatmap(maps: torch.Tensor) -> torch.Tensor:
-    """Superpixel values -> heatmap: the evidence for the class (ReLU), min-max scaled: (N, H, W) in [0, 1]."""
-    return normalize_per_image(maps.detach().clamp_min(0))
