@@ -201,3 +201,33 @@ def test_state_works_without_widgets(lite0):
     with pytest.raises(ValueError, match="not a readable image"):
         state.set_image(b"not an image", "bad")
     assert state.image_key == "chelsea"  # nothing was lost
+
+
+def test_baselines_hidden_until_shown_and_measured_on_demand(lite0):
+    board = xh.Dashboard(lite0, image="chelsea", methods=["Grad-CAM"])
+    baselines = [name for name, m in xh.METHODS.items() if m.baseline]
+    assert all(board.method_boxes[name].layout.display == "none" for name in baselines)
+    assert board.method_boxes["Grad-CAM"].layout.display != "none"
+    board.baselines_toggle.value = True
+    assert board.selected_methods() == ["Grad-CAM", *baselines]
+    assert all(board.method_boxes[name].layout.display != "none" and board.method_boxes[name].value for name in baselines)
+    assert len(board.grid.children) == 2 + len(baselines)
+    assert "deletion AUC" not in board.panels["Grad-CAM"][1].value  # not measured yet
+    progress = []
+    board.state.measure(lambda done, total: progress.append((done, total)))
+    board.draw()
+    assert progress[-1][0] == progress[-1][1] > 0
+    x = lite0.preprocess("chelsea")
+    for name in ("Grad-CAM", *baselines):
+        heat = board.cache[("chelsea", 285, "head", name)].heat
+        expected = xh.metrics.auc(xh.metrics.deletion_insertion_curves(lite0.model, x, heat[None], 285, step=-(-224 * 224 // 14)))
+        assert board.results[name].deletion_auc == pytest.approx(float(expected[0]), abs=1e-6)
+        assert f"deletion AUC {board.results[name].deletion_auc:.3f}" in board.panels[name][1].value
+    # Scattered random pixels wreck the photo's texture, so random deletion "wins" on deletion AUC
+    # (lesson 06 shows why ROAD imputes instead), while keeping Grad-CAM's top half keeps the cat.
+    assert board.results[baselines[0]].deletion_auc < board.results["Grad-CAM"].deletion_auc
+    assert board.results["Grad-CAM"].faithfulness > 0.5 > board.results[baselines[0]].faithfulness
+    board.measure_button.click()  # nothing left to measure: no error, nothing recomputed
+    assert board.message.value == ""
+    board.baselines_toggle.value = False
+    assert board.selected_methods() == ["Grad-CAM"] and len(board.grid.children) == 2

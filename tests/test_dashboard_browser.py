@@ -121,9 +121,24 @@ def test_overlays_render(page):
     page.wait_for_selector("text=Compare explanation methods", timeout=240_000)
     srcs = wait_for_images(page, 1 + len(DEFAULTS))  # the original and the default methods' overlays
     assert all(s.startswith(("blob:", "data:")) for s in srcs)
-    for method in xh.METHODS:  # every registered method can be ticked
-        assert page.get_by_role("checkbox", name=method, exact=False).count() >= 1
+    for method in xh.METHODS:  # every registered method can be ticked; the null baselines once shown
+        boxes = page.get_by_role("checkbox", name=method, exact=False)
+        assert (boxes.count() == 0) if xh.METHODS[method].baseline else (boxes.count() >= 1), method
     assert page.locator("text=Egyptian cat").count() >= 1
+
+
+def test_baselines_shown_and_measured(page):
+    wait_for_images(page, 1 + len(DEFAULTS))
+    baselines = [name for name, m in xh.METHODS.items() if m.baseline]
+    page.get_by_role("checkbox", name="show baselines").check()
+    wait_for_images(page, 1 + len(DEFAULTS) + len(baselines))
+    for name in baselines:
+        assert page.get_by_role("checkbox", name=name, exact=False).count() == 1
+    page.get_by_role("button", name="Measure deletion AUC").click()
+    page.wait_for_selector("text=deletion AUC 0.", timeout=120_000)
+    assert page.locator("text=deletion AUC").count() >= 1 + len(DEFAULTS) + len(baselines)
+    page.get_by_role("checkbox", name="show baselines").uncheck()
+    wait_for_images(page, 1 + len(DEFAULTS))
 
 
 def test_slow_method_one_click_away(page):

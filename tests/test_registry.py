@@ -20,7 +20,8 @@ def test_every_entry_is_complete():
     assert list(xh.METHODS) == [
         "CAM", "Grad-CAM", "Grad-CAM++", "Score-CAM", "Saliency", "Gradient × Input", "SmoothGrad",
         "Integrated Gradients", "DeepLIFT", "Guided Backprop", "Guided Grad-CAM", "Occlusion", "RISE", "LIME",
-        "Kernel SHAP",
+        "Kernel SHAP", "Random (baseline)", "Centre Gaussian (baseline)", "Sobel edges (baseline)",
+        "All ones (baseline)",
     ]
     for name, m in xh.METHODS.items():
         assert isinstance(m, Method) and m.name == name

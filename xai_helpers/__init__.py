@@ -10,6 +10,7 @@
 """
 
 from .backprop_rules import deeplift, guided_backprop, guided_grad_cam
+from .baselines import all_ones, centre_gaussian, random_map, sobel_edges
 from .cam_method import cam, find_gap_linear
 from .core import nhwc_to_nchw, select_output, tokens_to_grid, to_feature_map
 from .dashboard import Dashboard, DashboardState, dashboard
@@ -41,7 +42,9 @@ __all__ = [
     "SegmentAttribution",
     "TABULAR_METHODS",
     "TabularMethod",
+    "all_ones",
     "cam",
+    "centre_gaussian",
     "confidence_kept",
     "dashboard",
     "deeplift",
@@ -64,6 +67,7 @@ __all__ = [
     "occlusion",
     "overlay",
     "plot_overlays",
+    "random_map",
     "register",
     "rise",
     "saliency",
@@ -73,6 +77,7 @@ __all__ = [
     "select_output",
     "shapley_values",
     "smoothgrad",
+    "sobel_edges",
     "superpixels",
     "to_feature_map",
     "tokens_to_grid",

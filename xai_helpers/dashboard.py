@@ -7,6 +7,10 @@ Pick a sample photo or upload your own, a target class (top-5 quick picks or
 a search over all 1000 names), the methods and the layer. Each overlay shows
 its run time and a faithfulness figure: the model's confidence in the class
 when only the map's top 50% of pixels are kept, relative to the full photo.
+"Measure deletion AUC" adds, under every overlay, the area under the map's
+deletion curve (lesson 06; 15 points, one progress bar for all maps).
+"Show baselines" adds the registry's null baselines (random, centre, edges,
+all ones), so each figure can be read against chance.
 
 Two parts:
 
@@ -35,7 +39,7 @@ import torch
 
 from .images import SAMPLES, load_image
 from .methods import METHODS
-from .metrics import confidence_kept
+from .metrics import auc, confidence_kept, faithfulness
 from .model import LoadedModel, load_model
 from .visualize import SAFE_CMAPS, overlay
 
@@ -46,13 +50,16 @@ __all__ = ["Dashboard", "DashboardState", "Result", "dashboard", "MAX_SIDE"]
 MAX_SIDE = 1024
 DISPLAY_SIDE = 520  # twice the panel width, sharp on high-density screens
 PANEL_WIDTH = "260px"
+# Deletion curves with 15 points at 224 x 224 (16 rows of pixels a step): lesson 06's setting.
+DELETION_POINTS = 15
 
 
 @dataclass
 class Result:
     heat: torch.Tensor  # (H, W) in [0, 1], on the CPU
     seconds: float
-    faithfulness: float
+    faithfulness: float  # confidence with the top 50% kept, relative to the photo
+    deletion_auc: float | None = None  # measured on demand (DashboardState.measure)
 
 
 def describe_error(error: BaseException) -> str:
@@ -72,6 +79,7 @@ class DashboardState:
     """
 
     def __init__(self, loaded: LoadedModel | None = None, methods=None):
+        self.show_baselines = False
         if methods is None:
             methods = [name for name, entry in METHODS.items() if entry.default]
         methods = list(methods)
@@ -164,14 +172,43 @@ class DashboardState:
         self.results = results
         return results
 
+    def offered(self) -> list[str]:
+        """The methods the view lists: all of them, the null baselines only when shown."""
+        return [m for m in self.methods if self.show_baselines or not METHODS[m].baseline]
+
+    def set_show_baselines(self, show: bool) -> None:
+        """Show the null baselines, ticked; hiding them unticks them."""
+        self.show_baselines = bool(show)
+        baselines = [m for m in self.methods if METHODS[m].baseline]
+        keep = [m for m in self.selected if m not in baselines]
+        self.select(keep + baselines if self.show_baselines else keep)
+
+    def measure(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Deletion AUC of every shown map that has none yet, in one set of shared passes.
+
+        The same curve as lesson 06: pixels removed to the mean colour, most
+        relevant first, in DELETION_POINTS points; the probability of the class.
+        """
+        todo = {m: r for m, r in self.results.items() if isinstance(r, Result) and r.deletion_auc is None}
+        if not todo:
+            return
+        h, w = self.x.shape[-2:]
+        step = -(-h * w // (DELETION_POINTS - 1))
+        maps = {m: r.heat[None].to(self.x.device) for m, r in todo.items()}
+        found = faithfulness(self.loaded.model, self.x, maps, self.target, metrics=("deletion",), step=step,
+                             progress=progress or False)
+        for m, r in todo.items():
+            r.deletion_auc = float(auc(found[m]["deletion"])[0])
+
     def caption(self, method: str) -> str:
         """The HTML caption under a method's panel."""
         result = self.results.get(method)
         label = html.escape(self.loaded.categories[self.target]) if self.target is not None else ""
         if isinstance(result, Result):
+            deletion = "" if result.deletion_auc is None else f"<br>deletion AUC {result.deletion_auc:.3f} (lower is better)"
             return (
                 f"<b>{html.escape(method)}</b>: {label}<br>{result.seconds * 1000:.0f} ms · "
-                f"confidence with top 50% kept: {result.faithfulness:.0%}"
+                f"confidence with top 50% kept: {result.faithfulness:.0%}{deletion}"
             )
         if result is None:
             return f"<b>{html.escape(method)}</b>"
@@ -217,9 +254,14 @@ class Dashboard:
                 description=name if METHODS[name].fast else f"{name} (slow)",
                 tooltip=f"{METHODS[name].paper.authors} {METHODS[name].paper.year}; cost: {METHODS[name].cost}",
                 indent=False,
+                layout={} if name in state.offered() else {"display": "none"},
             )
             for name in state.methods
         }
+        self.baselines_toggle = w.Checkbox(value=False, description="show baselines", indent=False,
+                                           tooltip="add the null baselines: what chance scores")
+        self.measure_button = w.Button(description="Measure deletion AUC", icon="line-chart",
+                                       tooltip="the deletion curve of every shown map (15 passes each)")
         self.layer = w.Dropdown(options=state.layer_names, value=state.layer_name, description="Layer")
         self.alpha = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity", continuous_update=False)
         self.cmap = w.Dropdown(options=list(SAFE_CMAPS), value="viridis", description="Colormap")
@@ -241,6 +283,7 @@ class Dashboard:
                 self.quick_pick,
                 self.search,
                 w.HBox(list(self.method_boxes.values()), layout={"flex_flow": "row wrap"}),
+                w.HBox([self.baselines_toggle, self.measure_button]),
                 w.HBox([self.layer, self.alpha, self.cmap]),
                 w.HBox([self.progress, self.status]),
                 self.message,
@@ -254,6 +297,8 @@ class Dashboard:
         self.search.observe(self._on_search, names="value")
         for checkbox in self.method_boxes.values():
             checkbox.observe(self._on_methods, names="value")
+        self.baselines_toggle.observe(self._on_baselines, names="value")
+        self.measure_button.on_click(lambda _: self._guard(self.measure))
         self.layer.observe(self._on_layer, names="value")
         self.alpha.observe(self._on_style, names="value")
         self.cmap.observe(self._on_style, names="value")
@@ -386,7 +431,41 @@ class Dashboard:
             self._guard(self.set_target, self._class_by_label[label])
 
     def _on_methods(self, change):
-        self._guard(self._apply_methods)
+        if not self._busy:
+            self._guard(self._apply_methods)
+
+    def _on_baselines(self, change):
+        self._guard(self._apply_baselines, change["new"])
+
+    def _apply_baselines(self, show: bool) -> None:
+        self.state.set_show_baselines(show)
+        offered = set(self.state.offered())
+        self._busy = True
+        try:
+            for name, box in self.method_boxes.items():
+                box.layout.display = None if name in offered else "none"
+                box.value = name in self.state.selected
+        finally:
+            self._busy = False
+        self.refresh()
+
+    def measure(self) -> None:
+        """Deletion AUC under every overlay, with the progress bar."""
+        self.progress.description = "deletion"
+        self.progress.value = 0
+        self.progress.layout.visibility = "visible"
+        self.status.value = "measuring deletion curves…"
+
+        def update(done: int, total: int) -> None:
+            self.progress.max = max(total, 1)
+            self.progress.value = done
+
+        try:
+            self.state.measure(update)
+        finally:
+            self.status.value = ""
+            self.progress.layout.visibility = "hidden"
+        self.draw()
 
     def _apply_methods(self):
         self.state.select([name for name, box in self.method_boxes.items() if box.value])

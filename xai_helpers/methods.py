@@ -21,7 +21,8 @@ A method is a :class:`Method` entry. Calling it returns the common heatmap::
 * ``settings``: the method's own keyword arguments (``reshape_transform`` for
   the layer methods, ``batch_size`` and ``progress`` for Score-CAM, ...).
 * Returns a float32 (N, H, W) tensor in [0, 1] on the model's device, never
-  NaN; a constant map is all zeros.
+  NaN; a constant map is all zeros (except the all-ones null baseline, whose
+  constant is its point).
 * Leaves the model as it found it: train/eval flags, hooks, parameters'
   ``.grad`` and ``requires_grad``, and the input.
 * Raises ``ValueError`` with the problem and the valid choices on bad input.
@@ -53,6 +54,7 @@ from typing import Any, Callable
 
 import torch
 
+from .baselines import all_ones, centre_gaussian, random_map, sobel_edges
 from .backprop_rules import deeplift, guided_backprop, guided_grad_cam
 from .cam_method import cam
 from .gradient_methods import grad_cam, grad_cam_plus_plus
@@ -77,7 +79,7 @@ __all__ = [
     "register_tabular",
 ]
 
-FAMILIES = ("activation map", "gradient", "perturbation", "surrogate")
+FAMILIES = ("activation map", "gradient", "perturbation", "surrogate", "baseline")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,10 @@ class Method:
             or a table under a time budget (fewer samples or steps); callers
             that use them say so. Empty for methods that are cheap already.
         lesson: the notebook that derives the method.
+        baseline: a null baseline (``xai_helpers.baselines``): a map that
+            ignores the decision, shown in every evaluation table so that a
+            score can be read against chance; hidden from the dashboard's
+            method list until "show baselines" is ticked.
     """
 
     name: str
@@ -139,10 +145,13 @@ class Method:
     summary: str = field(default="")
     preview: dict = field(default_factory=dict)
     lesson: str = ""
+    baseline: bool = False
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.baseline != (self.family == "baseline"):
+            raise ValueError(f"{self.name}: baseline=True exactly for the family 'baseline'")
         if self.signed and self.to_heatmap is None:
             raise ValueError(f"{self.name}: a method with signed raw output needs a to_heatmap")
         if not self.slug or self.slug != self.slug.lower() or " " in self.slug:
@@ -244,6 +253,10 @@ def _lime_passes(samples: int = 1000, **_) -> tuple[int, int]:
 
 def _kernel_shap_passes(samples: int = 1000, **_) -> tuple[int, int]:
     return (2 + samples, 0)
+
+
+def _check_pass(**_) -> tuple[int, int]:
+    return (1, 0)  # the protocol's target check; the map itself needs no model
 
 
 register(
@@ -560,6 +573,45 @@ register(
         lesson="10_lime_and_kernel_shap.ipynb",
     )
 )
+
+
+# ---------------------------------------------------------------- null baselines (lessons 06 and 07)
+
+_HOOKER = Paper("Hooker, Erhan, Kindermans, Kim", 2019, "A Benchmark for Interpretability Methods in Deep Neural Networks",
+                "https://arxiv.org/abs/1806.10758")
+for _name, _slug, _function, _paper, _summary in (
+    ("Random (baseline)", "random-baseline", random_map, _HOOKER,
+     "uniform noise from a fixed seed: the score of ranking pixels at random"),
+    ("Centre Gaussian (baseline)", "centre-baseline", centre_gaussian,
+     Paper("Judd, Ehinger, Durand, Torralba", 2009, "Learning to Predict Where Humans Look",
+           "https://people.csail.mit.edu/tjudd/WherePeopleLook/Docs/wherepeoplelook.pdf"),
+     "a Gaussian blob in the middle (sigma = a quarter of the side): the photos' centre bias"),
+    ("Sobel edges (baseline)", "edges-baseline", sobel_edges, _HOOKER,
+     "the image's edge magnitude: looks like an explanation, knows nothing of the model"),
+    ("All ones (baseline)", "ones-baseline", all_ones,
+     Paper("Poppi, Cornia, Baraldi, Cucchiara", 2021, "Revisiting The Evaluation of Class Activation Mapping for "
+           "Explainability: A Novel Metric and Experimental Analysis", "https://arxiv.org/abs/2104.10252"),
+     "every pixel relevant: a perfect Average Drop, no explanation"),
+):
+    register(
+        Method(
+            name=_name,
+            slug=_slug,
+            function=_function,
+            paper=_paper,
+            family="baseline",
+            needs_layer=False,
+            signed=False,
+            reports_progress=False,
+            needs_gradients=False,
+            cost="1 forward (to check the target); the map needs no model",
+            passes=_check_pass,
+            default=False,
+            summary=_summary,
+            lesson="06_evaluation.ipynb",
+            baseline=True,
+        )
+    )
 
 
 # ---------------------------------------------------------------- tabular methods (lesson 12)

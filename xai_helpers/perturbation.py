@@ -62,7 +62,7 @@ def occlusion(
     batch_size: int | None = None,
     progress=False,
 ) -> torch.Tensor:
-    """Occlusion sensitivity (Zeiler & Fergus 2014, Sec. 4.2, Fig. 7), raw (N, C, H, W).
+    r"""Occlusion sensitivity (Zeiler & Fergus 2014, Sec. 4.2, Fig. 7), raw (N, C, H, W).
 
     A ``window`` (h, w) slides over the image with ``stride``; at each position
     p the pixels under it, all channels, are replaced by ``baseline`` and the
@@ -70,7 +70,7 @@ def occlusion(
     drop over the windows that cover it:
 
     .. math::
-        a_{ij} = \frac{1}{|P_{ij}|} \sum_{p \\in P_{ij}} \big(f_c(x) - f_c(x_{\\setminus p})\big)
+        a_{ij} = \frac{1}{|P_{ij}|} \sum_{p \in P_{ij}} \big(f_c(x) - f_c(x_{\setminus p})\big)
 
     (the same value in every colour channel, captum's ``Occlusion`` output).
     Cost: one forward pass per position, ``occlusion_positions`` of them, plus one.
