@@ -304,3 +304,20 @@ def test_kendall_tau_equals_scipy_with_ties():
         assert M.kendall_tau(a, b) == pytest.approx(stats.kendalltau(a, b).statistic)
     assert M.kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
     assert M.kendall_tau([1, 1, 1], [1, 2, 3]) == 0.0
+
+
+def test_probability_and_logit_from_the_same_passes():
+    model = TinyCNN().eval()
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 3, 8, 8, generator=g)
+    maps = {"a": torch.rand(2, 8, 8, generator=g)}
+    totals = []
+    both = M.faithfulness(model, x, maps, step=16, road_fractions=(0.5,), score=("probability", "logit"),
+                          progress=lambda d, t: totals.append(t))
+    single = []
+    M.faithfulness(model, x, maps, step=16, road_fractions=(0.5,), progress=lambda d, t: single.append(t))
+    assert totals[-1] == single[-1]  # no extra passes for the second score
+    for sc in ("probability", "logit"):
+        torch.testing.assert_close(both[sc]["a"]["deletion"], M.deletion_insertion_curves(model, x, maps["a"], None, "deletion", 16, score=sc))
+    logits = model(x)
+    torch.testing.assert_close(both["logit"]["a"]["y"], logits.gather(1, logits.argmax(1, keepdim=True))[:, 0].detach())

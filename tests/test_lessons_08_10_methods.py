@@ -410,3 +410,15 @@ def test_progress_callbacks_count_every_pass(small_cnn):
 def test_bad_settings_are_named(small_cnn, call, match):
     with pytest.raises(ValueError, match=match):
         call(small_cnn, torch.randn(1, 3, 16, 16))
+
+
+def test_occlusion_window_as_a_fraction_of_the_side():
+    x = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 3)).eval()
+    torch.testing.assert_close(xh.occlusion(net, x, 0, window=0.25, stride=0.125),
+                               xh.occlusion(net, x, 0, window=(8, 12), stride=(4, 6)))
+    torch.testing.assert_close(xh.occlusion(net, x, 0, window=(0.5, 8), stride=4),
+                               xh.occlusion(net, x, 0, window=(16, 8), stride=4))
+    with pytest.raises(ValueError, match=r"fraction of the image side must lie in \(0, 1\]"):
+        xh.occlusion(net, x, 0, window=1.5)

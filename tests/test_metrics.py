@@ -216,6 +216,20 @@ def test_ssim_equals_scikit_image():
         sigma=1.5, use_sample_covariance=False,
     )
     assert abs(s[0].item() - expected) < 1e-6
+    # Adebayo et al.'s call: scikit-image's defaults (box window, sample covariance) with window 5.
+    u = M.ssim(a * 2 - 1, b * 2 - 1, window=5, data_range=2.0, uniform=True)
+    for i in range(3):
+        expected = metrics.structural_similarity((a[i] * 2 - 1).double().numpy(), (b[i] * 2 - 1).double().numpy(),
+                                                 win_size=5, data_range=2.0)
+        assert abs(u[i].item() - expected) < 1e-6, (u[i].item(), expected)
+
+
+def test_unit_signed_by_hand():
+    raw = torch.tensor([[[[1.0, -4.0]], [[1.0, 2.0]]]])  # (1, 2, 1, 2): channel sums 2 and -2
+    torch.testing.assert_close(M.unit_signed(raw), torch.tensor([[[1.0, -1.0]]], dtype=torch.float64))
+    torch.testing.assert_close(M.unit_signed(torch.zeros(2, 3, 3)), torch.zeros(2, 3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="smaller than the SSIM window"):
+        M.ssim(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4), window=5)
 
 
 def test_auc_equals_numpy_trapezoid():

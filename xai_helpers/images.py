@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["DATA_DIR", "IMAGE_DIR", "SAMPLES", "load_image", "sample_path", "MAX_PIXELS"]
+__all__ = ["DATA_DIR", "IMAGE_DIR", "SAMPLES", "load_image", "sample_path", "MAX_PIXELS", "VARIANTS", "photo_variant"]
 
 DATA_DIR = Path(os.environ.get("XAI_HELPERS_DATA", Path(__file__).resolve().parent.parent / "data"))
 IMAGE_DIR = DATA_DIR / "images"
@@ -111,3 +111,21 @@ def load_image(source) -> Image.Image:
     raise ValueError(
         f"cannot load an image from {type(source).__name__}; pass a sample name, a path, bytes or a PIL image"
     )
+
+
+# Lesson 06's extra photos: transformations that keep what the photo shows. "crop" keeps the
+# middle 80% of each side (the object of these photos is in the middle); "mirror" flips left-right.
+VARIANTS = ("original", "mirror", "crop")
+
+
+def photo_variant(name: str, variant: str = "original") -> Image.Image:
+    """A sample photo (or any ``load_image`` source) as it is, mirrored left-right, or cropped to its middle 80%."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    image = load_image(name)
+    if variant == "mirror":
+        return ImageOps.mirror(image)
+    if variant == "crop":
+        w, h = image.size
+        return image.crop((round(0.1 * w), round(0.1 * h), round(0.9 * w), round(0.9 * h)))
+    return image

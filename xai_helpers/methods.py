@@ -503,7 +503,7 @@ register(
         default=False,
         to_heatmap=evidence_heatmap,
         summary="the drop of the class probability when a sliding grey patch hides each region (Sec. 4.2)",
-        preview={"window": 56, "stride": 28},
+        preview={"window": 0.25, "stride": 0.125},  # 56 and 28 pixels at 224 x 224
         lesson="08_occlusion_and_rise.ipynb",
     )
 )

@@ -74,6 +74,7 @@ __all__ = [
     "energy_pointing_game",
     "average_ranks",
     "spearman",
+    "unit_signed",
     "ssim",
 ]
 
@@ -243,40 +244,48 @@ def insertion_auc(model, x, heat, target: Target = None, step: int = 224) -> tor
 # --- Rong et al. 2022: ROAD, removal by noisy linear imputation ------------------------
 
 
-def _neighbour_sum(t: torch.Tensor) -> torch.Tensor:
+def _neighbour_sum(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """sum_j w_j t(p + o_j) with ROAD's weights: 1/6 for the 4 edge neighbours, 1/12 for the 4 diagonal ones;
-    outside the image counts as 0. Shifted slices: much faster than a 3 x 3 convolution on the CPU."""
+    outside the image counts as 0. Shifted slices: much faster than a 3 x 3 convolution on the CPU.
+
+    Uses w = (a a^T) / 12 - delta / 3 with a = (1, 2, 1): two 1-D passes instead of eight shifts.
+    """
     p = F.pad(t, (1, 1, 1, 1))
-    edges = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
-    corners = p[..., :-2, :-2] + p[..., :-2, 2:] + p[..., 2:, :-2] + p[..., 2:, 2:]
-    return edges / 6 + corners / 12
+    rows = p[..., :-2, :] + 2 * p[..., 1:-1, :] + p[..., 2:, :]  # (1, 2, 1) down the columns
+    both = rows[..., :-2] + 2 * rows[..., 1:-1] + rows[..., 2:]  # then along the rows
+    if out is None:
+        return both / 12 - t / 3
+    return torch.sub(both.div_(12), t, alpha=1 / 3, out=out)
 
 
 def _solve_imputation(x: torch.Tensor, removed: torch.Tensor, tol: float, start: torch.Tensor | None):
     """Jacobi-preconditioned conjugate gradients on the removed pixels of x (C, H, W)."""
     r = removed.to(x.dtype)[None]
     d = _neighbour_sum(torch.ones_like(r))  # the weight of the neighbours inside the image
+    inverse_d = 1 / d
     b = r * _neighbour_sum(x * (1 - r))
     u = torch.zeros_like(x) if start is None else r * start
+    ap = torch.empty_like(x)
 
-    def apply(v):
-        return r * (d * v - _neighbour_sum(r * v))
+    def apply(v, out):
+        _neighbour_sum(r * v, out=out)
+        return out.sub_(d * v).neg_().mul_(r)  # r * (d v - W (r v))
 
-    residual = b - apply(u)
+    residual = b - apply(u, ap)
     scale = b.flatten(1).norm(dim=1).clamp_min(1e-30)
-    z = residual / d
-    p = z
+    z = residual * inverse_d
+    p = z.clone()
     rz = (residual * z).flatten(1).sum(1)
     for _ in range(20 * max(x.shape[-2:])):
         if (residual.flatten(1).norm(dim=1) / scale).max() < tol:
             break
-        ap = apply(p)
-        alpha = rz / (p * ap).flatten(1).sum(1).clamp_min(1e-30)
-        u = u + alpha[:, None, None] * p
-        residual = residual - alpha[:, None, None] * ap
-        z = residual / d
+        apply(p, ap)
+        alpha = (rz / (p * ap).flatten(1).sum(1).clamp_min(1e-30))[:, None, None]
+        u.addcmul_(alpha, p)
+        residual.addcmul_(alpha, ap, value=-1)
+        torch.mul(residual, inverse_d, out=z)
         rz_next = (residual * z).flatten(1).sum(1)
-        p = z + (rz_next / rz.clamp_min(1e-30))[:, None, None] * p
+        p.mul_((rz_next / rz.clamp_min(1e-30))[:, None, None]).add_(z)
         rz = rz_next
     return u
 
@@ -369,12 +378,12 @@ def faithfulness(
     road_fractions=(0.2, 0.5, 0.8),
     road_orders=("morf", "lerf"),
     road_noise: float = 0.01,
-    score: str = "probability",
+    score: str | tuple[str, ...] = "probability",
     deletion_baseline: str = "mean",
     insertion_baseline: str = "blur",
     batch_size: int | None = None,
     progress: bool | Callable[[int, int], None] = False,
-) -> dict[str, dict[str, torch.Tensor]]:
+) -> dict:
     """Every faithfulness metric of this module for several maps of the same images, each masked image scored once.
 
     ``maps`` maps a name to its (N, H, W) heatmap of ``x``. Returns, per name,
@@ -385,6 +394,10 @@ def faithfulness(
     * "deletion", "insertion": the RISE curves (Petsiuk et al. 2018, Sec. 4.1), ``step`` pixels a point;
     * "road": ``morf`` and/or ``lerf``, (N, F) scores at ``road_fractions``
       (Rong et al. 2022, Sec. 4).
+
+    ``score`` is "probability" or "logit"; a tuple of both returns
+    ``{score: {name: {...}}}`` from the same passes (the logit and the
+    probability come from one forward pass).
 
     Passes are shared where the masked images coincide: the image itself
     (every curve's start or end), the fully deleted and the blurred image (the
@@ -397,7 +410,9 @@ def faithfulness(
     metrics = tuple(metrics)
     for m in metrics:
         _check_choice("metric", m, METRICS)
-    _check_choice("score", score, SCORES)
+    scores = (score,) if isinstance(score, str) else tuple(score)
+    for sc in scores:
+        _check_choice("score", sc, SCORES)
     _check_choice("deletion_baseline", deletion_baseline, REMOVAL_BASELINES)
     _check_choice("insertion_baseline", insertion_baseline, REMOVAL_BASELINES)
     for o in road_orders:
@@ -477,35 +492,46 @@ def faithfulness(
         total = sum(1 for i in range(n) for _ in jobs(i))
         report = _progress_reporter(progress, total)
         done = 0
-        results: dict[tuple, float] = {}
+        results: dict[tuple, float] = {}  # (score, image, *job key) -> value
         for i in range(n):
             pending = list(jobs(i))
             for start in range(0, len(pending), batch_size):
                 chunk = pending[start : start + batch_size]
                 images = torch.stack([make() for _, make in chunk]).contiguous(memory_format=torch.channels_last)
-                values = _class_score(select_output(net(images)), targets[i].expand(len(chunk)), score)
-                for (key, _), value in zip(chunk, values.tolist()):
-                    results[(i, *key)] = value
+                logits_out = select_output(net(images))
+                for sc in scores:
+                    values = _class_score(logits_out, targets[i].expand(len(chunk)), sc)
+                    for (key, _), value in zip(chunk, values.tolist()):
+                        results[(sc, i, *key)] = value
                 done += len(chunk)
                 report(done)
+
+    by_score = {sc: _collect(results, sc, maps, key_of, metrics, counts, fractions, road_orders, n) for sc in scores}
+    return by_score[score] if isinstance(score, str) else by_score
+
+
+def _collect(results, sc, maps, key_of, metrics, counts, fractions, road_orders, n):
+    """The per-map tensors of one score from the flat table of scored images."""
+    def get(*key):
+        return results[(sc, *key)]
 
     out: dict[str, dict[str, torch.Tensor]] = {}
     for name in maps:
         found = {}
         if "drop" in metrics:
-            found["y"] = torch.tensor([results[(i, "image")] for i in range(n)])
-            found["o"] = torch.tensor([results[(i, "drop", name)] for i in range(n)])
+            found["y"] = torch.tensor([get(i, "image") for i in range(n)])
+            found["o"] = torch.tensor([get(i, "drop", name) for i in range(n)])
         for mode in ("deletion", "insertion"):
             if mode in metrics:
-                inner = [[results[(i, mode, key_of[name][i], k)] for k in counts[1:-1]] for i in range(n)]
-                ends = [(results[(i, "image")], results[(i, mode, "end")]) for i in range(n)]
+                inner = [[get(i, mode, key_of[name][i], k) for k in counts[1:-1]] for i in range(n)]
+                ends = [(get(i, "image"), get(i, mode, "end")) for i in range(n)]
                 found[mode] = torch.tensor([
                     [image, *points, end] if mode == "deletion" else [end, *points, image]
                     for (image, end), points in zip(ends, inner)
                 ])
         if "road" in metrics:
             for o in road_orders:
-                found[o] = torch.tensor([[results[(i, "road", key_of[name][i], o, f)] for f in fractions] for i in range(n)])
+                found[o] = torch.tensor([[get(i, "road", key_of[name][i], o, f) for f in fractions] for i in range(n)])
         out[name] = found
     return out
 
@@ -588,23 +614,48 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(denominator > 0, rho, torch.zeros_like(rho)).float()
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
-    """Structural similarity (Wang et al. 2004) of each pair of (H, W) maps, Gaussian window; (N,)."""
+def unit_signed(raw: torch.Tensor) -> torch.Tensor:
+    """A raw attribution as an (N, H, W) map in [-1, 1]: summed over channels if (N, C, H, W), divided by its max |value|.
+
+    The scale on which Adebayo et al. 2018 (Sec. 3) compare maps with and
+    without their sign; a map that is 0 everywhere stays 0.
+    """
+    raw = raw.detach().double()
+    if raw.ndim == 4:
+        raw = raw.sum(1)
+    if raw.ndim != 3:
+        raise ValueError(f"raw attributions must be (N, H, W) or (N, C, H, W), got {tuple(raw.shape)}")
+    scale = raw.flatten(1).abs().amax(1).view(-1, 1, 1)
+    return torch.where(scale > 0, raw / scale.clamp_min(1e-300), torch.zeros_like(raw))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0,
+         uniform: bool = False) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004, Eq. 13) of each pair of (H, W) maps, averaged over the valid windows; (N,).
+
+    Gaussian window (``sigma``), population covariances, as Wang et al.;
+    ``uniform=True``: a ``window`` x ``window`` box and sample covariances,
+    scikit-image's defaults, which Adebayo et al. 2018 used with window 5 and
+    data range 2 on maps scaled to [-1, 1] (see :func:`unit_signed`).
+    """
     if a.shape != b.shape:
         raise ValueError(f"maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if min(a.shape[-2:]) < window:
+        raise ValueError(f"maps of {tuple(a.shape[-2:])} are smaller than the SSIM window {window}")
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     x, y = a.double().unsqueeze(1), b.double().unsqueeze(1)
     grid = torch.arange(window, dtype=x.dtype, device=x.device) - window // 2
-    g = torch.exp(-(grid**2) / (2 * sigma**2))
+    g = torch.ones_like(grid) if uniform else torch.exp(-(grid**2) / (2 * sigma**2))
     g = (g / g.sum()).view(1, 1, 1, -1)
+    cov_norm = window**2 / (window**2 - 1) if uniform else 1.0
 
     def blur(t):
         return torch.nn.functional.conv2d(torch.nn.functional.conv2d(t, g), g.transpose(2, 3))
 
     mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
+    var_x = cov_norm * (blur(x * x) - mu_x**2)
+    var_y = cov_norm * (blur(y * y) - mu_y**2)
+    cov = cov_norm * (blur(x * y) - mu_x * mu_y)
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return s.flatten(1).mean(1).float()
 

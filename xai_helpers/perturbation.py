@@ -31,6 +31,16 @@ def _pair(name: str, value) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def _as_pixels(name: str, value, size: tuple[int, int]):
+    """A window or stride given as a fraction of the image side (a float in (0, 1], or a pair) -> pixels."""
+    pair = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) == 2 and any(isinstance(v, float) for v in pair):
+        if any(isinstance(v, float) and not 0 < v <= 1 for v in pair):
+            raise ValueError(f"{name} as a fraction of the image side must lie in (0, 1], got {value!r}")
+        return tuple(max(1, round(v * s)) if isinstance(v, float) else v for v, s in zip(pair, size))
+    return value
+
+
 def default_window(size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
     """(window, stride) when none is given: a seventh of the image, half-overlapping
     (32 and 16 at 224 x 224, the settings of the benchmarks)."""
@@ -76,7 +86,9 @@ def occlusion(
     Cost: one forward pass per position, ``occlusion_positions`` of them, plus one.
 
     Args:
-        window, stride: int or (h, w); None gives :func:`default_window`.
+        window, stride: int or (h, w) pixels, or a float (or pair) in (0, 1]: a
+            fraction of the image's side, so that one setting suits any size
+            (0.25 is 56 pixels at 224 x 224, 16 at 64 x 64); None gives :func:`default_window`.
         baseline: what hides a window (see ``make_baseline``; default 0, the
             mean colour in normalised space).
         score: ``"probability"`` (the paper's) or ``"logit"``.
@@ -85,6 +97,7 @@ def occlusion(
     """
     check_input(model, x)
     size = tuple(x.shape[-2:])
+    window, stride = _as_pixels("window", window, size), _as_pixels("stride", stride, size)
     if window is None:
         window, default_stride = default_window(size)
         stride = default_stride if stride is None else stride

@@ -20,6 +20,20 @@ Two small CNNs share the same four convolutional blocks (16x16 maps at
 minute on two CPU cores) and writes ``data/synthetic_cnn.pt`` or
 ``data/synthetic_mlp.pt``; :func:`load_synthetic_model` loads them with
 ``weights_only=True``.
+
+**The harder benchmark** (:func:`make_hard_dataset`, lesson 06), in which
+methods can actually differ:
+
+* class objects of radius 3 to 12 pixels, so some cover only a few cells of a
+  16x16 map;
+* two instances of the class in a third of the images (Grad-CAM++'s
+  motivating case, Chattopadhay et al. 2018, Sec. 3); the mask covers both;
+* a *cue*: a small white tag in one of three corners, in the corner of the
+  class for a fraction ``cue`` of the images and in a random corner otherwise.
+  It is never part of the mask, so a map that points at it misses.
+
+The models trained on it (``"gap-hard"``, ``"mlp-hard"``, checkpoints
+``data/synthetic_*_hard.pt``) come from the same script and seed.
 """
 
 from __future__ import annotations
@@ -38,6 +52,8 @@ __all__ = [
     "CLASS_NAMES",
     "SIZE",
     "make_dataset",
+    "make_hard_dataset",
+    "HARD_CUE",
     "SyntheticCNN",
     "SyntheticMLP",
     "MODELS",
@@ -52,7 +68,15 @@ SHAPES = ("circle", "square", "triangle")
 CLASSES = (("red", "circle"), ("green", "square"), ("blue", "triangle"))
 CLASS_NAMES = tuple(f"{c} {s}" for c, s in CLASSES)
 CHECKPOINT = DATA_DIR / "synthetic_cnn.pt"
-CHECKPOINTS = {"gap": CHECKPOINT, "mlp": DATA_DIR / "synthetic_mlp.pt"}
+CHECKPOINTS = {
+    "gap": CHECKPOINT,
+    "mlp": DATA_DIR / "synthetic_mlp.pt",
+    "gap-hard": DATA_DIR / "synthetic_cnn_hard.pt",
+    "mlp-hard": DATA_DIR / "synthetic_mlp_hard.pt",
+}
+# How often the corner tag of the harder benchmark sits in its class's corner (else in a random one).
+HARD_CUE = 0.5
+CORNERS = ((1, 1), (1, 55), (55, 1))  # top-left corner of the 8 x 8 tag, one per class
 # Normalisation of the synthetic images: pixels in [0, 1] -> (x - 0.5) / 0.25.
 MEAN, STD = 0.5, 0.25
 
@@ -105,6 +129,59 @@ def make_image(label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
         if index == 0:
             mask = region
     return image.astype(np.float32), mask
+
+
+def make_hard_image(label: int, rng: np.random.Generator, cue: float = HARD_CUE):
+    """One image of the harder benchmark: (image (64, 64, 3), object mask, tag mask, two instances?, smallest radius)."""
+    image = _background(rng)
+    instances = 2 if rng.random() < 1 / 3 else 1
+    objects = [CLASSES[label]] * instances + _distractors(label, rng)
+    corner = label if rng.random() < cue else int(rng.integers(len(CORNERS)))
+    ty, tx = CORNERS[corner]
+    tag = np.zeros((SIZE, SIZE), dtype=bool)
+    tag[ty + 2 : ty + 6, tx : tx + 8] = True  # a white bar, 4 x 8 pixels
+    placed: list[tuple[int, int, int]] = [(ty + 4, tx + 4, 6)]  # keep shapes off the tag
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    radii = []
+    for index, (colour, shape) in enumerate(objects):
+        for _ in range(500):
+            r = int(rng.integers(3, 13)) if index < instances else int(rng.integers(4, 12))
+            cy, cx = (int(v) for v in rng.integers(r + 1, SIZE - r - 1, size=2))
+            if all((cy - py) ** 2 + (cx - px) ** 2 > (r + pr + 2) ** 2 for py, px, pr in placed):
+                break
+        placed.append((cy, cx, r))
+        region = _shape_mask(shape, cy, cx, r)
+        shade = np.array(COLOURS[colour]) / 255 * rng.uniform(0.85, 1.0)
+        image[region] = shade
+        if index < instances:
+            mask |= region
+            radii.append(r)
+    image[tag] = 0.95
+    return image.astype(np.float32), mask & ~tag, tag, instances == 2, min(radii)
+
+
+def make_hard_dataset(n: int, seed: int = 0, cue: float = HARD_CUE) -> dict[str, torch.Tensor]:
+    """``n`` images of the harder benchmark with balanced labels, as a dict of tensors:
+
+    ``x`` (n, 3, 64, 64) normalised, ``y`` (n,), ``mask`` (n, 64, 64) bool
+    (every class instance), ``tag`` (n, 64, 64) bool (the corner cue),
+    ``two`` (n,) bool (two instances), ``radius`` (n,) the smallest instance's radius.
+    """
+    if not 0 <= cue <= 1:
+        raise ValueError(f"cue must be a probability in [0, 1], got {cue}")
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % len(CLASSES)
+    rng.shuffle(labels)
+    images, masks, tags, two, radius = zip(*(make_hard_image(int(label), rng, cue) for label in labels))
+    x = (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) - MEAN) / STD
+    return {
+        "x": x.contiguous(),
+        "y": torch.from_numpy(labels).long(),
+        "mask": torch.from_numpy(np.stack(masks)),
+        "tag": torch.from_numpy(np.stack(tags)),
+        "two": torch.tensor(two),
+        "radius": torch.tensor(radius),
+    }
 
 
 def make_dataset(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -166,14 +243,15 @@ class SyntheticMLP(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS = {"gap": SyntheticCNN, "mlp": SyntheticMLP}
+MODELS = {"gap": SyntheticCNN, "mlp": SyntheticMLP, "gap-hard": SyntheticCNN, "mlp-hard": SyntheticMLP}
 
 
 def load_synthetic_model(kind: str = "gap", path: str | Path | None = None) -> nn.Module:
     """A trained synthetic model in eval mode, loaded with ``weights_only=True``.
 
     Args:
-        kind: ``"gap"`` (:class:`SyntheticCNN`) or ``"mlp"`` (:class:`SyntheticMLP`).
+        kind: ``"gap"`` (:class:`SyntheticCNN`) or ``"mlp"`` (:class:`SyntheticMLP`), trained
+            on :func:`make_dataset`; ``"gap-hard"`` or ``"mlp-hard"``, trained on :func:`make_hard_dataset`.
         path: a checkpoint to load instead of the shipped one.
     """
     if kind not in MODELS:
