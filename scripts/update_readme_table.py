@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = ROOT / "notebooks" / "06_evaluation.ipynb"
 README = ROOT / "README.md"
-HEADER = "| method | needs gradients |"
+HEADER = "| method | photos (n) |"
 
 
 def lesson_table() -> str:

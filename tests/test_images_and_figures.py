@@ -82,7 +82,7 @@ def test_cli_explain_all_methods(tmp_path, capsys, monkeypatch):
     original = visualize.plot_overlays
     monkeypatch.setattr(visualize, "plot_overlays", lambda *a, **k: figures.append(original(*a, **k)) or figures[-1])
     out = tmp_path / "fig.png"
-    assert main(["explain", "coffee", "--method", "all", "--preview", "--out", str(out)]) == 0
+    assert main(["explain", "coffee", "--method", "all", "--baselines", "--preview", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "1. espresso" in text
     for method in xh.METHODS:
@@ -91,6 +91,16 @@ def test_cli_explain_all_methods(tmp_path, capsys, monkeypatch):
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.get_images()]
     assert [ax.get_title().split("\n")[0] for ax in panels] == ["original", *xh.METHODS]
     assert Image.open(out).width > Image.open(out).height
+
+
+def test_cli_all_leaves_the_baselines_out_unless_asked():
+    from xai_helpers.__main__ import chosen_methods
+
+    methods = [m for m in xh.METHODS.values() if not m.baseline]
+    baselines = [m for m in xh.METHODS.values() if m.baseline]
+    assert len(baselines) == 4 and chosen_methods(["all"]) == methods
+    assert chosen_methods(["all"], baselines=True) == methods + baselines
+    assert chosen_methods(["cam", "random-baseline"], baselines=True) == [xh.METHODS["CAM"], *baselines]
 
 
 def test_cli_runs_the_chosen_methods_only(tmp_path, capsys):

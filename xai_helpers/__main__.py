@@ -25,8 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         action="append",
         choices=["all", *slugs],
-        help="a method to run; repeat it for several (default: all)",
+        help="a method to run; repeat it for several (default: all, without the null baselines)",
     )
+    explain.add_argument("--baselines", action="store_true",
+                         help="add the null baselines (random, centre, edges, all ones) to the figure")
     explain.add_argument("--target", type=int, default=None, help="class index to explain (default: top-1)")
     explain.add_argument("--model", default="efficientnet_lite0", help="efficientnet_lite0 (default) or resnet50")
     explain.add_argument("--out", default=None, help="figure to write (default: IMAGE_explained.png)")
@@ -37,6 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("samples", help="list the sample photos")
     sub.add_parser("methods", help="list the registered methods")
     return parser
+
+
+def chosen_methods(chosen: list[str], baselines: bool = False) -> list:
+    """The entries for ``--method`` slugs: "all" is every method but the null baselines, which ``--baselines`` adds."""
+    slugs = by_slug()
+    if "all" in chosen:
+        picked = [m for m in slugs.values() if not m.baseline]
+    else:
+        picked = [slugs[s] for s in dict.fromkeys(chosen)]
+    if baselines:
+        picked += [m for m in slugs.values() if m.baseline and m not in picked]
+    return picked
 
 
 def explain(args) -> int:
@@ -66,9 +80,7 @@ def explain(args) -> int:
         with torch.no_grad():
             probs[target] = float(loaded.model(x).softmax(-1)[0, target])
     label = f"{loaded.categories[target]} ({probs[target]:.1%})"
-    chosen = args.method or ["all"]
-    slugs = by_slug()
-    methods = list(slugs.values()) if "all" in chosen else [slugs[s] for s in dict.fromkeys(chosen)]
+    methods = chosen_methods(args.method or ["all"], args.baselines)
     heats = {}
     print(f"explaining class {target} '{loaded.categories[target]}':")
     width = max(len(m.name) for m in methods)
