@@ -321,3 +321,60 @@ def test_probability_and_logit_from_the_same_passes():
         torch.testing.assert_close(both[sc]["a"]["deletion"], M.deletion_insertion_curves(model, x, maps["a"], None, "deletion", 16, score=sc))
     logits = model(x)
     torch.testing.assert_close(both["logit"]["a"]["y"], logits.gather(1, logits.argmax(1, keepdim=True))[:, 0].detach())
+
+
+# --- The harder synthetic benchmark and the photo variants ---------------------------------
+
+
+def test_hard_dataset_masks_instances_sizes_and_cue():
+    from xai_helpers.synthetic import CLASSES, CORNERS, make_hard_dataset
+
+    data = make_hard_dataset(90, seed=3)
+    x, y, mask, tag = data["x"], data["y"], data["mask"], data["tag"]
+    assert x.shape == (90, 3, 64, 64) and torch.bincount(y).tolist() == [30, 30, 30]
+    assert not (mask & tag).any()  # the cue is never evidence
+    assert tag.flatten(1).sum(1).eq(32).all()  # one 4 x 8 tag per image
+    assert 15 <= int(data["two"].sum()) <= 45  # about a third show two instances
+    assert data["radius"].min() >= 3 and data["radius"].max() <= 12 and (data["radius"] <= 5).any()
+    pixels = x * 0.25 + 0.5
+    for i in range(90):
+        colour = {"red": 0, "green": 1, "blue": 2}[CLASSES[int(y[i])][0]]
+        assert (pixels[i, :, mask[i]].argmax(0) == colour).all()
+    # cue = 1: the tag always sits in the class's corner; cue = 0: it says nothing about the class
+    def corner(data, i):
+        ys, xs = torch.nonzero(data["tag"][i], as_tuple=True)
+        return [k for k, (cy, cx) in enumerate(CORNERS) if cy <= ys.min() <= cy + 7 and cx <= xs.min() <= cx + 7][0]
+
+    always = make_hard_dataset(30, seed=4, cue=1.0)
+    assert all(corner(always, i) == int(always["y"][i]) for i in range(30))
+    never = make_hard_dataset(300, seed=5, cue=0.0)
+    agree = sum(corner(never, i) == int(never["y"][i]) for i in range(300)) / 300
+    assert 0.2 < agree < 0.47  # chance is 1/3
+    again = make_hard_dataset(90, seed=3)
+    assert torch.equal(again["x"], x) and torch.equal(again["mask"], mask)
+    with pytest.raises(ValueError, match="cue must be a probability"):
+        make_hard_dataset(3, cue=1.5)
+
+
+@pytest.mark.parametrize("kind", ["gap-hard", "mlp-hard"])
+def test_hard_checkpoints_load_and_are_accurate(kind):
+    from xai_helpers.synthetic import load_synthetic_model, make_hard_dataset
+
+    model = load_synthetic_model(kind)
+    data = make_hard_dataset(150, seed=7)
+    with torch.no_grad():
+        assert (model(data["x"]).argmax(1) == data["y"]).float().mean() >= 0.95
+
+
+def test_photo_variants():
+    from PIL import ImageOps
+
+    from xai_helpers.images import VARIANTS, photo_variant
+
+    assert VARIANTS == ("original", "mirror", "crop")
+    original = photo_variant("chelsea")
+    assert list(photo_variant("chelsea", "mirror").getdata())[:5] == list(ImageOps.mirror(original).getdata())[:5]
+    w, h = original.size
+    assert photo_variant("chelsea", "crop").size == (round(0.9 * w) - round(0.1 * w), round(0.9 * h) - round(0.1 * h))
+    with pytest.raises(ValueError, match="unknown variant 'rotate'; choose from original, mirror, crop"):
+        photo_variant("chelsea", "rotate")

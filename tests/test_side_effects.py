@@ -189,7 +189,8 @@ def test_batch_real_model(lite0):
         # min-max scaled by a single pixel, so they get a looser bound plus a correlation check.
         atol = 2e-2 if method.signed else 1e-3
         torch.testing.assert_close(batched, singles, rtol=1e-3, atol=atol, msg=name)
-        assert torch.corrcoef(torch.stack([batched.flatten(), singles.flatten()]))[0, 1] > 0.999, name
+        if batched.std() > 0:  # the all-ones baseline is constant: no correlation to compute
+            assert torch.corrcoef(torch.stack([batched.flatten(), singles.flatten()]))[0, 1] > 0.999, name
 
 
 @pytest.mark.parametrize("name,method", METHODS)

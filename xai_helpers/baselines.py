@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Target, check_input, normalize_per_image, resolve_targets, select_output
+from .core import Target, check_input, normalize_per_image, select_output, target_scores
 from .hooks import evaluating
 
 __all__ = ["random_map", "centre_gaussian", "sobel_edges", "all_ones"]
@@ -30,10 +30,10 @@ __all__ = ["random_map", "centre_gaussian", "sobel_edges", "all_ones"]
 
 @torch.inference_mode()
 def _check(model: nn.Module, x: torch.Tensor, target: Target) -> None:
-    """The protocol's checks: a valid batch and valid class indices (one forward pass)."""
+    """The protocol's checks: a valid batch, and valid class indices or a callable's scores (one forward pass)."""
     check_input(model, x)
     with evaluating(model):
-        resolve_targets(target, select_output(model(x)))
+        target_scores(target, select_output(model(x)))
 
 
 def random_map(model: nn.Module, x: torch.Tensor, target: Target = None, seed: int = 0) -> torch.Tensor:
