@@ -433,10 +433,6 @@ def faithfulness(
     with evaluating(model):
         logits = select_output(model(x))
         targets = resolve_targets(target, logits)
-        if uses_batch_statistics(model):
-            net, batch_size = model, 1  # an image's score must not depend on the rest of its batch
-        else:
-            net = fast_inference_copy(model, x[:1], logits[:1])
         batch_size = batch_size or 2 * default_batch_size(x.device)
         baselines = {"deletion": deletion_baseline, "insertion": insertion_baseline}
         removed_by = {mode: removal_image(x, baselines[mode]) for mode in baselines if mode in metrics}
@@ -490,6 +486,14 @@ def faithfulness(
                             yield ("road", key, o, f), make
 
         total = sum(1 for i in range(n) for _ in jobs(i))
+        if uses_batch_statistics(model):
+            net, batch_size = model, 1  # an image's score must not depend on the rest of its batch
+        elif total > 4 * n:
+            # Folding BatchNorm costs a copy of the model and a check pass: worth it for curves, not for
+            # the two passes per image of Average Drop or the dashboard's confidence figure.
+            net = fast_inference_copy(model, x[:1], logits[:1], who="faithfulness")
+        else:
+            net = model
         report = _progress_reporter(progress, total)
         done = 0
         results: dict[tuple, float] = {}  # (score, image, *job key) -> value
