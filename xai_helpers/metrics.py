@@ -402,10 +402,10 @@ def faithfulness(
     Passes are shared where the masked images coincide: the image itself
     (every curve's start or end), the fully deleted and the blurred image (the
     same for every map), and every curve and ROAD point of maps that rank the
-    pixels in the same order (CAM and Grad-CAM on a GAP head, the constant
-    baselines). Images go through the model ``batch_size`` at a time, on the
-    checked inference copy that Score-CAM uses (one image at a time for a
-    model with batch-statistics BatchNorm).
+    pixels in the same order (CAM and Grad-CAM on a GAP head). Images go
+    through the model ``batch_size`` at a time; when there are curves to
+    score, on the checked inference copy that Score-CAM uses (one image at a
+    time for a model with batch-statistics BatchNorm).
     """
     metrics = tuple(metrics)
     for m in metrics:
