@@ -451,17 +451,11 @@ class Dashboard:
 
     def measure(self) -> None:
         """Deletion AUC under every overlay, with the progress bar."""
-        self.progress.description = "deletion"
         self.progress.value = 0
         self.progress.layout.visibility = "visible"
         self.status.value = "measuring deletion curves…"
-
-        def update(done: int, total: int) -> None:
-            self.progress.max = max(total, 1)
-            self.progress.value = done
-
         try:
-            self.state.measure(update)
+            self.state.measure(self._progress_for("deletion"))
         finally:
             self.status.value = ""
             self.progress.layout.visibility = "hidden"

@@ -110,6 +110,24 @@ def _distractors(label: int, rng: np.random.Generator) -> list[tuple[str, str]]:
     return [options[i] for i in picks]
 
 
+def _draw_object(image, colour, shape, radii, placed, rng, tries):
+    """Paint one shape where it keeps 2 pixels from the ``placed`` ones (the last try if none does).
+
+    Draws the radius from ``rng.integers(*radii)`` and the centre on each try, then the
+    shade: the order of the draws fixes the data sets, and the shipped checkpoints with them.
+    Returns the shape's mask and radius; appends (cy, cx, r) to ``placed``.
+    """
+    for _ in range(tries):
+        r = int(rng.integers(*radii))
+        cy, cx = (int(v) for v in rng.integers(r + 1, SIZE - r - 1, size=2))
+        if all((cy - py) ** 2 + (cx - px) ** 2 > (r + pr + 2) ** 2 for py, px, pr in placed):
+            break
+    placed.append((cy, cx, r))
+    region = _shape_mask(shape, cy, cx, r)
+    image[region] = np.array(COLOURS[colour]) / 255 * rng.uniform(0.85, 1.0)
+    return region, r
+
+
 def make_image(label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One (64, 64, 3) float image in [0, 1] and the (64, 64) bool mask of its class object."""
     image = _background(rng)
@@ -117,15 +135,7 @@ def make_image(label: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     placed: list[tuple[int, int, int]] = []
     mask = np.zeros((SIZE, SIZE), dtype=bool)
     for index, (colour, shape) in enumerate(objects):
-        for _ in range(200):
-            r = int(rng.integers(7, 11))
-            cy, cx = (int(v) for v in rng.integers(r + 1, SIZE - r - 1, size=2))
-            if all((cy - py) ** 2 + (cx - px) ** 2 > (r + pr + 2) ** 2 for py, px, pr in placed):
-                break
-        placed.append((cy, cx, r))
-        region = _shape_mask(shape, cy, cx, r)
-        shade = np.array(COLOURS[colour]) / 255 * rng.uniform(0.85, 1.0)
-        image[region] = shade
+        region, _ = _draw_object(image, colour, shape, (7, 11), placed, rng, tries=200)
         if index == 0:
             mask = region
     return image.astype(np.float32), mask
@@ -144,15 +154,8 @@ def make_hard_image(label: int, rng: np.random.Generator, cue: float = HARD_CUE)
     mask = np.zeros((SIZE, SIZE), dtype=bool)
     radii = []
     for index, (colour, shape) in enumerate(objects):
-        for _ in range(500):
-            r = int(rng.integers(3, 13)) if index < instances else int(rng.integers(4, 12))
-            cy, cx = (int(v) for v in rng.integers(r + 1, SIZE - r - 1, size=2))
-            if all((cy - py) ** 2 + (cx - px) ** 2 > (r + pr + 2) ** 2 for py, px, pr in placed):
-                break
-        placed.append((cy, cx, r))
-        region = _shape_mask(shape, cy, cx, r)
-        shade = np.array(COLOURS[colour]) / 255 * rng.uniform(0.85, 1.0)
-        image[region] = shade
+        radii_range = (3, 13) if index < instances else (4, 12)
+        region, r = _draw_object(image, colour, shape, radii_range, placed, rng, tries=500)
         if index < instances:
             mask |= region
             radii.append(r)
