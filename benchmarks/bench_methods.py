@@ -254,7 +254,7 @@ def captum_section(loaded, device, repeats: int, slow_repeats: int, quick: bool)
     from captum.attr import (DeepLift, GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients,
                              KernelShap, Lime, NoiseTunnel, Occlusion, Saliency)
 
-    from xai_helpers.surrogates import superpixels
+    from xai_helpers.methods.surrogates import superpixels
 
     warnings.filterwarnings("ignore", module="captum")
     model, layer = loaded.model, loaded.target_layer

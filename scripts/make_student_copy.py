@@ -5,7 +5,7 @@
 
 In every code cell, the lines from ``### BEGIN SOLUTION`` to ``### END SOLUTION``
 are replaced by a stub: inside a function, ``raise NotImplementedError(...)``,
-which ``xai_helpers.exercises.check`` reports as "not attempted yet"; at the top
+which ``xai_helpers.course.exercises.check`` reports as "not attempted yet"; at the top
 level of a cell, a ``# YOUR CODE HERE`` comment, so that the cells after it still
 run. Markdown ``<details>`` blocks whose summary mentions a solution are removed,
 and every output and execution count is cleared. The copy sits at the same depth

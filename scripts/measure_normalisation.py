@@ -8,7 +8,7 @@ Run: python scripts/measure_normalisation.py
 import torch
 
 import xai_helpers as xh
-from xai_helpers.model import EFFICIENTNET_MEAN, EFFICIENTNET_STD, IMAGENET_MEAN, IMAGENET_STD, make_transform
+from xai_helpers.course.model import EFFICIENTNET_MEAN, EFFICIENTNET_STD, IMAGENET_MEAN, IMAGENET_STD, make_transform
 
 
 def main() -> None:

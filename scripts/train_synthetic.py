@@ -14,7 +14,7 @@ import time
 import torch
 from torch import nn
 
-from xai_helpers.synthetic import CHECKPOINTS, MODELS, make_dataset, make_hard_dataset
+from xai_helpers.course.synthetic import CHECKPOINTS, MODELS, make_dataset, make_hard_dataset
 
 SEED = 2018
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import xai_helpers as xh
-from xai_helpers.surrogates import superpixels
+from xai_helpers.methods.surrogates import superpixels
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -67,7 +67,7 @@ def test_saliency_and_input_x_gradient(net, x):
 @pytest.mark.parametrize("method", xh.pixel_gradients.PATH_RULES)
 def test_integrated_gradients(net, x, method):
     baseline = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
-    ours, delta = xh.integrated_gradients(net, x, TARGETS, baseline=baseline, steps=20, method=method,
+    ours, delta = xh.integrated_gradients(net, x, TARGETS, reference=baseline, steps=20, method=method,
                                           batch_size=7, return_delta=True)
     theirs, their_delta = captum_attr.IntegratedGradients(net).attribute(
         x, baselines=baseline, target=TARGETS, n_steps=20, method=method, return_convergence_delta=True)
@@ -85,7 +85,7 @@ def test_integrated_gradients(net, x, method):
 @pytest.mark.parametrize("baseline", ["zeros", "random"])
 def test_deeplift_rescale(net, x, baseline):
     x0 = None if baseline == "zeros" else torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    ours, delta = xh.deeplift(net, x, TARGETS, baseline=x0, return_delta=True)
+    ours, delta = xh.deeplift(net, x, TARGETS, reference=x0, return_delta=True)
     theirs = captum_attr.DeepLift(net).attribute(x, baselines=torch.zeros_like(x) if x0 is None else x0, target=TARGETS)
     torch.testing.assert_close(ours, theirs)
     assert delta.abs().max() < 1e-10  # summation-to-delta, exact on this network
@@ -119,7 +119,7 @@ def test_occlusion(net, x, window, stride):
 
 def test_occlusion_logit_and_baseline(net, x):
     fill = torch.randn(3, 1, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    ours = xh.occlusion(net, x, TARGETS, window=4, stride=4, baseline=fill, score="logit")
+    ours = xh.occlusion(net, x, TARGETS, window=4, stride=4, reference=fill, score="logit")
     theirs = captum_attr.Occlusion(net).attribute(
         x, sliding_window_shapes=(3, 4, 4), strides=(3, 4, 4), baselines=fill.expand(3, 20, 20), target=TARGETS)
     torch.testing.assert_close(ours, theirs.double(), rtol=1e-5, atol=1e-6)

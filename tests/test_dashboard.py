@@ -12,6 +12,8 @@ import xai_helpers as xh
 
 ipywidgets = pytest.importorskip("ipywidgets")
 
+DEFAULTS = [name for name, m in xh.METHODS.items() if m.default]
+
 
 @pytest.fixture(scope="module")
 def board(lite0):
@@ -54,7 +56,7 @@ def test_initial_state(board, lite0):
 
 def test_cached_heatmaps_match_library(board, lite0):
     x = lite0.preprocess("coffee")
-    for method in ("CAM", "Grad-CAM", "Grad-CAM++"):
+    for method in DEFAULTS:
         cached = board.cache[("coffee", 967, "head", method)].heat
         torch.testing.assert_close(cached, xh.METHODS[method](lite0.model, x, lite0.target_layer, target=967)[0])
 
@@ -83,22 +85,25 @@ def test_switching_target_changes_overlays(board):
     after = overlay_images(board)
     assert all(after[m] != before[m] for m in before)
     board.search.value = "285: Egyptian cat"
-    assert board.target == 285 and "Egyptian cat" in board.panels["CAM"][1].value
+    assert board.target == 285 and "Egyptian cat" in board.panels[DEFAULTS[0]][1].value
     board.search.value = "not a class"  # ignored: not one of the options
     assert board.target == 285
 
 
 def test_method_checkboxes_and_layer(board):
-    board.method_boxes["Grad-CAM++"].value = False
-    assert board.selected_methods() == ["CAM", "Grad-CAM"]
-    assert len(board.grid.children) == 1 + 2
+    board.method_boxes[DEFAULTS[-1]].value = False
+    assert board.selected_methods() == DEFAULTS[:-1]
+    assert len(board.grid.children) == len(DEFAULTS)
+    board.method_boxes["CAM"].value = True
+    assert board.selected_methods() == [m for m in xh.METHODS if m in DEFAULTS[:-1] + ["CAM"]]
     board.layer.value = "stage5"
     captions = {m: board.panels[m][1].value for m in board.selected_methods()}
     assert "global average pooling" in captions["CAM"]  # CAM explains why it cannot run here
     assert " ms" in captions["Grad-CAM"]
     assert ("coffee", board.target, "stage5", "Grad-CAM") in board.cache
     board.layer.value = "head"
-    board.method_boxes["Grad-CAM++"].value = True
+    board.method_boxes["CAM"].value = False
+    board.method_boxes[DEFAULTS[-1]].value = True
 
 
 FAST = [name for name, m in xh.METHODS.items() if m.fast]
@@ -178,7 +183,7 @@ def test_unexpected_error_while_loading_is_shown(lite0, monkeypatch):
 
 
 def test_state_works_without_widgets(lite0):
-    from xai_helpers.dashboard import DashboardState, Result
+    from xai_helpers.ui.dashboard import DashboardState, Result
 
     state = DashboardState(lite0, methods=["Grad-CAM", "CAM"])
     assert state.selected == ["CAM", "Grad-CAM"]  # registry order

@@ -47,7 +47,7 @@ def test_centre_gaussian_by_hand(small_cnn):
     lo, hi = g(3 / 8, 3 / 8), g(1 / 8, 1 / 8)
     assert heat[0, 1, 1].item() == pytest.approx(1.0) and heat[0, 0, 0].item() == pytest.approx(0.0)
     assert heat[0, 0, 1].item() == pytest.approx((g(3 / 8, 1 / 8) - lo) / (hi - lo), rel=1e-5)
-    with pytest.raises(ValueError, match="sigma must be a positive fraction"):
+    with pytest.raises(ValueError, match="sigma must be a finite number > 0 \(a fraction of the image side"):
         xh.centre_gaussian(small_cnn, torch.zeros(1, 3, 4, 4), sigma=0)
 
 
@@ -248,12 +248,12 @@ def test_logit_score_and_removal_baselines():
     logits = M.deletion_insertion_curves(model, x, heat, 0, "deletion", step=1, score="logit")
     torch.testing.assert_close(logits[0], torch.tensor([1.5, 0.5, 0.0, 0.0, 0.0]))
     big = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    blurred = M.removal_image(big, "blur")
-    curve = M.deletion_insertion_curves(model, big, big[:, 0], 0, "deletion", step=256, score="logit", baseline="blur")
+    blurred = M.reference_image(big, "blur")
+    curve = M.deletion_insertion_curves(model, big, big[:, 0], 0, "deletion", step=256, score="logit", reference="blur")
     torch.testing.assert_close(curve[0], torch.stack([big.mean(), blurred.mean()]))
-    noise = M.removal_image(x, "noise", seed=3)
+    noise = M.reference_image(x, "noise", seed=3)
     torch.testing.assert_close(noise, torch.randn(x.shape, generator=torch.Generator().manual_seed(3)))
-    for bad in ({"score": "prob"}, {"deletion_baseline": "grey"}, {"metrics": ("roar",)}):
+    for bad in ({"score": "prob"}, {"deletion_reference": "grey"}, {"metrics": ("roar",)}):
         with pytest.raises(ValueError, match="must be one of"):
             M.faithfulness(model, x, {"m": heat}, 0, **bad)
 
@@ -330,7 +330,7 @@ def test_probability_and_logit_from_the_same_passes():
 
 
 def test_hard_dataset_masks_instances_sizes_and_cue():
-    from xai_helpers.synthetic import CLASSES, CORNERS, make_hard_dataset
+    from xai_helpers.course.synthetic import CLASSES, CORNERS, make_hard_dataset
 
     data = make_hard_dataset(90, seed=3)
     x, y, mask, tag = data["x"], data["y"], data["mask"], data["tag"]
@@ -361,7 +361,7 @@ def test_hard_dataset_masks_instances_sizes_and_cue():
 
 @pytest.mark.parametrize("kind", ["gap-hard", "mlp-hard"])
 def test_hard_checkpoints_load_and_are_accurate(kind):
-    from xai_helpers.synthetic import load_synthetic_model, make_hard_dataset
+    from xai_helpers.course.synthetic import load_synthetic_model, make_hard_dataset
 
     model = load_synthetic_model(kind)
     data = make_hard_dataset(150, seed=7)
@@ -372,7 +372,7 @@ def test_hard_checkpoints_load_and_are_accurate(kind):
 def test_photo_variants():
     from PIL import ImageOps
 
-    from xai_helpers.images import VARIANTS, photo_variant
+    from xai_helpers.course.images import VARIANTS, photo_variant
 
     assert VARIANTS == ("original", "mirror", "crop")
     original = photo_variant("chelsea")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import xai_helpers as xh
-from xai_helpers.score_method import score_cam_weights
+from xai_helpers.methods.score_cam import score_cam_weights
 
 from .conftest import GapLinear, SmallCNN
 
@@ -132,7 +132,7 @@ def test_score_cam_by_formula(score, baseline, c):
     weight = [[0.4, -0.3], [-0.2, 0.9]]
     model = GapLinear(weight)
     a = [[[1.0, 2.0], [3.0, 4.0]], [[4.0, 0.0], [0.0, 1.0]]]
-    heat = xh.score_cam(model, torch.tensor([a]), model.features, target=c, score=score, subtract_baseline=baseline)
+    heat = xh.score_cam(model, torch.tensor([a]), model.features, target=c, score=score, subtract_reference=baseline)
     torch.testing.assert_close(heat, _score_cam_by_formula(weight, a, c, score, baseline), rtol=1e-5, atol=1e-6)
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xai_helpers.exercises import EXERCISES, check
-from xai_helpers.hooks import evaluating
+from xai_helpers.course.exercises import EXERCISES, check
+from xai_helpers.engine.hooks import evaluating
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted(p for p in (ROOT / "notebooks").glob("[01][0-9]_*.ipynb") if not p.name.startswith("00"))

@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import xai_helpers as xh
-from xai_helpers.gradient_methods import activation_and_gradient, grad_cam_plus_plus_weights
-from xai_helpers.score_method import fold_batchnorm, live_channels
+from xai_helpers.methods.cam_template import activation_and_gradient
+from xai_helpers.methods.grad_cam import grad_cam_plus_plus_weights
+from xai_helpers.engine.fast_copy import fast_copy, fold_batchnorm
+from xai_helpers.methods.score_cam import live_channels
 
 from .conftest import SmallCNN, randomize_bn
 
@@ -178,30 +180,24 @@ def test_live_channels():
 
 
 def test_real_model_has_dead_channels(lite0, cat_x):
-    from xai_helpers.core import forward_with_capture
-
-    a, _ = forward_with_capture(lite0.model, cat_x, lite0.target_layer, grad=False)
+    a = xh.engine.layer_pass(lite0.model, cat_x, lite0.target_layer, gradient=False).activation
     live = int(live_channels(a).sum())
     assert 0 < live < a.shape[1]
 
 
 def test_fast_inference_copy_is_exact_and_private(small_cnn, lite0, cat_x):
-    from xai_helpers.score_method import fast_inference_copy
-
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(6))
-    fast = fast_inference_copy(small_cnn, x[:1])
+    fast = fast_copy(small_cnn, x[:1])
     assert all(m.inplace for m in fast.modules() if isinstance(m, torch.nn.ReLU))
     with torch.no_grad():
         torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), small_cnn(x), rtol=1e-5, atol=1e-5)
     assert not any(m.inplace for m in lite0.model.modules() if isinstance(m, torch.nn.ReLU6))
-    fast = fast_inference_copy(lite0.model, cat_x)
+    fast = fast_copy(lite0.model, cat_x)
     with torch.no_grad():
         torch.testing.assert_close(fast(cat_x), lite0.model(cat_x), rtol=1e-4, atol=1e-4)
 
 
 def test_fast_inference_copy_falls_back_when_inplace_is_unsafe():
-    from xai_helpers.score_method import fast_inference_copy
-
     class PreActivationSkip(nn.Module):
         # The ReLU's input is used again afterwards: making it in-place would change the output.
         def __init__(self):
@@ -216,7 +212,7 @@ def test_fast_inference_copy_falls_back_when_inplace_is_unsafe():
     model = PreActivationSkip().eval()
     x = torch.randn(2, 3, 8, 8)
     with pytest.warns(RuntimeWarning, match="without in-place activations"):
-        fast = fast_inference_copy(model, x[:1])
+        fast = fast_copy(model, x[:1])
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x))
     assert not fast.relu.inplace

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import xai_helpers as xh
-from xai_helpers.__main__ import main
+from xai_helpers.ui.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,7 +76,7 @@ def test_plot_overlays_has_colourbar_and_titles():
 
 
 def test_cli_explain_all_methods(tmp_path, capsys, monkeypatch):
-    from xai_helpers import visualize
+    from xai_helpers.ui import figures as visualize
 
     figures = []
     original = visualize.plot_overlays
@@ -94,7 +94,7 @@ def test_cli_explain_all_methods(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_all_leaves_the_baselines_out_unless_asked():
-    from xai_helpers.__main__ import chosen_methods
+    from xai_helpers.ui.cli import chosen_methods
 
     methods = [m for m in xh.METHODS.values() if not m.baseline]
     baselines = [m for m in xh.METHODS.values() if m.baseline]

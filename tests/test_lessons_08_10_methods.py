@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import xai_helpers as xh
-from xai_helpers.perturbation import occlusion_positions, rise_masks
-from xai_helpers.pixel_gradients import path_rule
-from xai_helpers.surrogates import shapley_kernel
+from xai_helpers.methods.perturbation import occlusion_positions, rise_masks
+from xai_helpers.methods.pixel_gradients import path_rule
+from xai_helpers.methods.shapley import shapley_kernel
 
 from .conftest import GapLinear
 
@@ -67,7 +67,7 @@ def test_integrated_gradients_of_a_quadratic(method):
     x = torch.randn(1, 2, 3, 3, dtype=D, generator=torch.Generator().manual_seed(1))
     x0 = torch.randn(1, 2, 3, 3, dtype=D, generator=torch.Generator().manual_seed(2))
     steps = 4
-    got = xh.integrated_gradients(Quadratic(), x, 0, baseline=x0, steps=steps, method=method)
+    got = xh.integrated_gradients(Quadratic(), x, 0, reference=x0, steps=steps, method=method)
     d = x - x0
     # The integrand 2 (x0 + a d) d is linear in a: every symmetric rule is exact, x^2 - x0^2.
     exact = x.pow(2) - x0.pow(2)
@@ -147,7 +147,7 @@ def test_deeplift_summation_to_delta_for_every_activation(act):
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).double().eval()
     x = torch.randn(2, 3, 8, 8, dtype=D)
     x0 = torch.randn(1, 3, 8, 8, dtype=D)
-    attr, delta = xh.deeplift(model, x, [0, 2], baseline=x0, return_delta=True)
+    attr, delta = xh.deeplift(model, x, [0, 2], reference=x0, return_delta=True)
     with torch.no_grad():
         diff = model(x)[[0, 1], [0, 2]] - model(x0.expand_as(x))[[0, 1], [0, 2]]
     assert delta.abs().max() < 1e-9 * max(1.0, float(diff.abs().max()))
@@ -233,7 +233,7 @@ def test_guided_backprop_reaches_functional_and_in_place_activations():
 def test_guided_grad_cam_is_guided_backprop_times_the_upsampled_cam(small_cnn):
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
     layer = small_cnn.features[5]
-    a, g, _, _ = xh.gradient_methods.activation_and_gradient(small_cnn, x, layer, [1, 3])
+    a, g, _, _ = xh.activation_and_gradient(small_cnn, x, layer, [1, 3])
     cam = F.relu((g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=(16, 16), mode="bilinear", align_corners=False)
     expected = xh.guided_backprop(small_cnn, x, [1, 3]) * cam
@@ -395,14 +395,14 @@ def test_progress_callbacks_count_every_pass(small_cnn):
     (lambda m, x: xh.occlusion(m, x, 0, window=(2, 0)), "window must be a positive int"),
     (lambda m, x: xh.integrated_gradients(m, x, 0, steps=0), "steps must be a positive int"),
     (lambda m, x: xh.integrated_gradients(m, x, 0, method="simpson"), "method must be one of"),
-    (lambda m, x: xh.integrated_gradients(m, x, 0, baseline=torch.zeros(2, 5, 5)), "does not broadcast"),
-    (lambda m, x: xh.deeplift(m, x, 0, baseline="black"), "baseline must be None, a number or a tensor"),
+    (lambda m, x: xh.integrated_gradients(m, x, 0, reference=torch.zeros(2, 5, 5)), "does not broadcast"),
+    (lambda m, x: xh.deeplift(m, x, 0, reference="black"), "reference must be None, a number or a tensor"),
     (lambda m, x: xh.smoothgrad(m, x, 0, samples=0), "samples must be a positive int"),
-    (lambda m, x: xh.smoothgrad(m, x, 0, noise=-1), "noise must be a non-negative number"),
-    (lambda m, x: xh.rise(m, x, 0, p=1.5), r"p must be in \(0, 1\)"),
+    (lambda m, x: xh.smoothgrad(m, x, 0, noise=-1), "noise must be a finite number >= 0"),
+    (lambda m, x: xh.rise(m, x, 0, p=1.5), r"p must be a finite number > 0 and < 1"),
     (lambda m, x: xh.rise(m, x, 0, masks=0), "masks must be a positive int"),
     (lambda m, x: xh.lime(m, x, 0, samples=0), "samples must be a positive int"),
-    (lambda m, x: xh.lime(m, x, 0, kernel_width=0), "kernel_width must be > 0"),
+    (lambda m, x: xh.lime(m, x, 0, kernel_width=0), "kernel_width must be a finite number > 0"),
     (lambda m, x: xh.kernel_shap(m, x, 0, score="margin"), "score must be one of"),
     (lambda m, x: xh.occlusion(m, x, 0, batch_size=0), "batch_size must be a positive int"),
     (lambda m, x: xh.rise(m, x, 0, progress="yes"), "progress must be True, False or a callable"),

@@ -6,7 +6,7 @@ from torch import nn
 
 import xai_helpers as xh
 from xai_helpers import metrics as M
-from xai_helpers.synthetic import CLASSES, SIZE, SyntheticCNN, SyntheticMLP, load_synthetic_model, make_dataset
+from xai_helpers.course.synthetic import CLASSES, SIZE, SyntheticCNN, SyntheticMLP, load_synthetic_model, make_dataset
 
 from .conftest import GapLinear
 
@@ -99,7 +99,7 @@ def test_keep_top_mask_and_confidence_kept():
 
 @pytest.mark.parametrize("bad", [0.0, 1.5])
 def test_metric_errors(bad):
-    with pytest.raises(ValueError, match="keep must be in"):
+    with pytest.raises(ValueError, match="keep must be a finite number > 0 and <= 1"):
         M.keep_top_mask(torch.zeros(1, 2, 2), bad)
     with pytest.raises(ValueError, match="same shape"):
         M.pointing_game(torch.zeros(1, 2, 2), torch.zeros(1, 3, 3))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import xai_helpers as xh
-from xai_helpers.__main__ import build_parser, main
+from xai_helpers.ui.cli import build_parser, main
 from xai_helpers.methods import FAMILIES, Method, Paper, by_slug, get_method, register, unregister
 
 ROOT = Path(__file__).resolve().parent.parent

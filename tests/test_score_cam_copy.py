@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import xai_helpers as xh
-from xai_helpers.score_method import _fold_pairs, fast_inference_copy, score_cam_weights
+from xai_helpers.engine.fast_copy import _fold_pairs, fast_copy
+from xai_helpers.methods.score_cam import score_cam_weights
 
 from .conftest import randomize_bn
 
@@ -133,7 +134,7 @@ def test_batchnorm_without_running_stats():
     # make an image's output depend on its batch, so every masked image runs alone.
     heat = xh.score_cam(model, x, model.conv, target=1, batch_size=8)
     torch.testing.assert_close(heat[0], naive_score_cam(model, x, model.conv, 1), rtol=1e-4, atol=1e-5)
-    assert isinstance(fast_inference_copy(model, x).bn, nn.BatchNorm2d)  # not folded
+    assert isinstance(fast_copy(model, x).bn, nn.BatchNorm2d)  # not folded
 
 
 class ConvReluPoolBN(nn.Module):
@@ -162,7 +163,7 @@ def test_fold_pairs_only_pairs_a_conv_with_the_bn_that_reads_its_unchanged_outpu
     assert _fold_pairs(model, x) == [("conv1", "bn1")]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # folding is exact, so no fallback is announced
-        fast = fast_inference_copy(model, x)
+        fast = fast_copy(model, x)
     assert isinstance(fast.bn1, nn.Identity) and isinstance(fast.bn2, nn.BatchNorm2d) and isinstance(fast.bn3, nn.BatchNorm2d)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)

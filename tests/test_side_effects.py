@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 import xai_helpers as xh
-from xai_helpers.gradient_methods import activation_and_gradient
+from xai_helpers.methods.cam_template import activation_and_gradient
 
 from .conftest import SmallCNN, all_hooks, randomize_bn
 

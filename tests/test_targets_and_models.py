@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import xai_helpers as xh
-from xai_helpers.gradient_methods import activation_and_gradient
+from xai_helpers.methods.cam_template import activation_and_gradient
 
 from .conftest import all_hooks
 
@@ -290,7 +290,7 @@ def test_concurrent_calls_on_one_model_are_safe(small_cnn):
 def test_a_users_forward_in_another_thread_is_not_captured(small_cnn):
     x = torch.randn(1, 3, 16, 16)
     layer = small_cnn.features[5]
-    from xai_helpers.hooks import LayerCapture
+    from xai_helpers.engine.hooks import LayerCapture
 
     with LayerCapture(layer) as cap:
         worker = threading.Thread(target=lambda: small_cnn(x))

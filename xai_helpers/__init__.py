@@ -6,31 +6,87 @@
 >>> heat = xh.grad_cam(m.model, x, m.target_layer)              # (1, 224, 224) in [0, 1]
 >>> heat = xh.METHODS["Saliency"](m.model, x)                   # every method, one protocol
 
-``xh.METHODS`` (``xai_helpers.methods``) is the one registry of methods.
+The package is layered; each layer imports only from the layers below it
+(``tests/test_layout.py`` checks this):
+
+==============  ==========================================================
+``engine``      hooks, inputs and targets, feature maps, heatmaps, the fast copy, the batched scorer
+``methods``     the registry ``METHODS`` and one module per family of methods
+``metrics``     faithfulness, localisation, similarity, statistics
+``course``      the model, the photos, the synthetic data, the checked exercises
+``ui``          figures, the dashboard, the command line
+==============  ==========================================================
+
+This module is the public face: every name the lessons use is here.
 """
 
-from .backprop_rules import deeplift, guided_backprop, guided_grad_cam
-from .baselines import all_ones, centre_gaussian, random_map, sobel_edges
-from .cam_method import cam, find_gap_linear
-from .core import nhwc_to_nchw, select_output, tokens_to_grid, to_feature_map
-from .dashboard import Dashboard, DashboardState, dashboard
-from .gradient_methods import grad_cam, grad_cam_plus_plus
-from .hooks import LayerCapture, evaluating, model_lock
-from .images import SAMPLES, load_image, sample_path
-from .methods import FAMILIES, METHODS, TABULAR_METHODS, Method, Paper, TabularMethod, get_method, register, unregister
+from . import engine, methods, metrics
+from .course import exercises, images, model, synthetic
+from .course.exercises import check
+from .course.images import SAMPLES, load_image, sample_path
+from .course.model import LoadedModel, imagenet_categories, load_model
+from .engine import (
+    LayerCapture,
+    evaluating,
+    evidence_heatmap,
+    model_lock,
+    nhwc_to_nchw,
+    normalize_per_image,
+    saliency_heatmap,
+    select_output,
+    to_feature_map,
+    tokens_to_grid,
+)
+from .methods import (
+    FAMILIES,
+    METHODS,
+    TABULAR_METHODS,
+    Explanation,
+    Method,
+    Paper,
+    SegmentAttribution,
+    TabularMethod,
+    activation_and_gradient,
+    all_ones,
+    backprop_rules,
+    cam,
+    centre_gaussian,
+    deeplift,
+    find_gap_linear,
+    get_method,
+    grad_cam,
+    grad_cam_plus_plus,
+    guided_backprop,
+    guided_grad_cam,
+    input_x_gradient,
+    integrated_gradients,
+    kernel_shap,
+    lime,
+    occlusion,
+    perturbation,
+    pixel_gradients,
+    random_map,
+    register,
+    rise,
+    saliency,
+    score_cam,
+    shapley_values,
+    smoothgrad,
+    sobel_edges,
+    superpixels,
+    surrogates,
+    tabular,
+    unregister,
+)
 from .metrics import confidence_kept
-from .model import LoadedModel, imagenet_categories, load_model
-from .perturbation import occlusion, rise
-from .pixel_gradients import input_x_gradient, integrated_gradients, saliency, saliency_heatmap, smoothgrad
-from .score_method import score_cam
-from .surrogates import SegmentAttribution, kernel_shap, lime, shapley_values, superpixels
-from .visualize import SAFE_CMAPS, overlay, plot_overlays
+from .ui import SAFE_CMAPS, Dashboard, DashboardState, dashboard, overlay, plot_overlays
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "Dashboard",
     "DashboardState",
+    "Explanation",
     "FAMILIES",
     "LayerCapture",
     "LoadedModel",
@@ -42,13 +98,17 @@ __all__ = [
     "SegmentAttribution",
     "TABULAR_METHODS",
     "TabularMethod",
+    "activation_and_gradient",
     "all_ones",
     "cam",
     "centre_gaussian",
+    "check",
     "confidence_kept",
     "dashboard",
     "deeplift",
+    "engine",
     "evaluating",
+    "evidence_heatmap",
     "find_gap_linear",
     "get_method",
     "grad_cam",
@@ -62,8 +122,11 @@ __all__ = [
     "lime",
     "load_image",
     "load_model",
+    "methods",
+    "metrics",
     "model_lock",
     "nhwc_to_nchw",
+    "normalize_per_image",
     "occlusion",
     "overlay",
     "plot_overlays",
@@ -79,6 +142,7 @@ __all__ = [
     "smoothgrad",
     "sobel_edges",
     "superpixels",
+    "tabular",
     "to_feature_map",
     "tokens_to_grid",
     "unregister",

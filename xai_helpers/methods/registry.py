@@ -10,14 +10,15 @@ A method is a :class:`Method` entry. Calling it returns the common heatmap::
     heat = METHODS["Grad-CAM"](model, x, layer, target=None, **settings)
 
 * ``model``: any ``nn.Module``; its output goes through
-  :func:`xai_helpers.core.select_output` (tensor, ``"logits"``/``"out"`` entry,
+  :func:`xai_helpers.engine.select_output` (tensor, ``"logits"``/``"out"`` entry,
   ``.logits`` attribute, or first element of a tuple).
-* ``x``: a float (N, C, H, W) batch on the model's device. It is not modified.
+* ``x``: a finite float (N, C, H, W) batch of the model's dtype, on the
+  model's device. It is not modified, even by a model that works in place.
 * ``layer``: the module to explain, for methods with ``needs_layer``; methods
   that work at the pixel take no layer and ignore one if given, so a caller
   can pass the same arguments to every entry.
 * ``target``: None (each image's top-1), an int, N ints, or a callable
-  ``f(output) -> (N,)`` score (see :mod:`xai_helpers.core`).
+  ``f(output) -> (N,)`` score (see :mod:`xai_helpers.engine.targets`).
 * ``settings``: the method's own keyword arguments (``reshape_transform`` for
   the layer methods, ``batch_size`` and ``progress`` for Score-CAM, ...).
 * Returns a float32 (N, H, W) tensor in [0, 1] on the model's device, never
@@ -29,22 +30,32 @@ A method is a :class:`Method` entry. Calling it returns the common heatmap::
 
 ``entry.function`` is the raw function with the same arguments: a heatmap
 already for the CAM family, a signed attribution for the others, such as
-Saliency's (N, C, H, W) gradient or LIME's (N, H, W) superpixel values; ``entry.to_heatmap`` turns the raw output
-into the heatmap, ``entry.raw(...)`` calls the function alone.
+Saliency's (N, C, H, W) gradient or LIME's (N, H, W) superpixel values.
+
+* ``entry.raw(...)`` always returns that tensor;
+* ``entry(...)`` returns the (N, H, W) heatmap (``entry.to_heatmap`` of the raw output);
+* ``entry.explain(...)`` returns an :class:`Explanation`: the raw tensor, the
+  heatmap and the method's extras in one dict (Integrated Gradients' and
+  DeepLIFT's completeness gap ``"delta"``; LIME's and Kernel SHAP's
+  ``"segments"``, ``"values"``, ``"intercept"`` and the surrogate's ``"fit"``).
 
 Adding a method
 ---------------
-1. Write the raw function in the module of its family (``cam_method.py``,
-   ``gradient_methods.py``, ``score_method.py``, ``pixel_gradients.py``,
+1. Write the raw function in the module of its family (``cam.py``,
+   ``grad_cam.py``, ``score_cam.py``, ``pixel_gradients.py``,
    ``backprop_rules.py``, ``perturbation.py``, ``surrogates.py``, ...) with the
-   signature above and the paper's equations in its docstring; multi-pass
-   methods score their inputs through ``batches.Scorer``.
+   signature above and the paper's equations in its docstring. A layer method
+   is one ``combine(activation, gradient)`` given to
+   :func:`~xai_helpers.methods.cam_template.layer_heatmap`; a multi-pass method
+   hands its inputs to :class:`xai_helpers.engine.Scorer` as jobs.
 2. Add one :class:`Method` entry below (or call :func:`register` from your
    own code); a slow method also gets ``preview`` settings.
-3. Add a test with values computed by hand on a tiny model
-   (``tests/test_exact_values.py``, ``tests/test_lessons_08_10_methods.py``). The generic tests (side effects, bad
-   input, output contract), the command line and the dashboard pick the
-   entry up from the registry.
+3. Add a test with values computed by hand on a tiny model (and a peer
+   library's value as an oracle where one exists). The generic tests (side
+   effects, bad input, output contract, batch independence, non-finite input),
+   the command line, the dashboard, the README's method table
+   (``python3 dev.py readme``) and the lessons that read the registry
+   (``python3 dev.py notebooks``) pick the entry up from here.
 """
 
 from __future__ import annotations
@@ -54,20 +65,21 @@ from typing import Any, Callable
 
 import torch
 
-from .baselines import all_ones, centre_gaussian, random_map, sobel_edges
+from ..engine import evidence_heatmap, normalize_per_image, saliency_heatmap
 from .backprop_rules import deeplift, guided_backprop, guided_grad_cam
-from .cam_method import cam
-from .gradient_methods import grad_cam, grad_cam_plus_plus
-from .core import normalize_per_image
+from .baselines import all_ones, centre_gaussian, random_map, sobel_edges
+from .cam import cam
+from .grad_cam import grad_cam, grad_cam_plus_plus
 from .perturbation import occlusion, rise
-from .pixel_gradients import evidence_heatmap, input_x_gradient, integrated_gradients, saliency, saliency_heatmap, smoothgrad
-from .score_method import score_cam
+from .pixel_gradients import input_x_gradient, integrated_gradients, saliency, smoothgrad
+from .score_cam import score_cam
 from .surrogates import kernel_shap, lime
 from .tabular import cem, exact_shapley_tabular, kernel_shap_tabular, permutation_importance, tree_importances, tree_shap
 
 __all__ = [
     "Paper",
     "Method",
+    "Explanation",
     "METHODS",
     "FAMILIES",
     "register",
@@ -113,10 +125,16 @@ class Method:
         passes: ``passes(**sizes) -> (forward, backward)``, the same formula
             as numbers; Score-CAM needs ``channels=``.
         requirement: what the architecture must provide, or None.
-        fast: about one pass: cheap enough to run as soon as a view opens.
-        default: ticked when the dashboard opens.
+        fast: about one pass: cheap enough to run as soon as a view opens
+            (opt-in: False unless the entry says so).
+        default: ticked when the dashboard opens (opt-in: False unless the
+            entry says so, so a copied entry is not ticked by accident).
         to_heatmap: raw output -> (N, H, W) in [0, 1]; None when the raw
             output already is that heatmap.
+        summary: one line on what it computes (the README's method table,
+            ``python -m xai_helpers methods`` and the dashboard's tooltip).
+        extras: the raw function's flag that makes it also return its extras
+            (``"return_delta"``, ``"return_segments"``), read by :meth:`explain`.
         preview: settings that make a slow method cheaper for a first look
             or a table under a time budget (fewer samples or steps); callers
             that use them say so. Empty for methods that are cheap already.
@@ -139,13 +157,14 @@ class Method:
     cost: str
     passes: Callable[..., tuple[int, int]]
     requirement: str | None = None
-    fast: bool = True
-    default: bool = True
+    fast: bool = False
+    default: bool = False
     to_heatmap: Callable[[torch.Tensor], torch.Tensor] | None = None
-    summary: str = field(default="")
+    summary: str = ""
     preview: dict = field(default_factory=dict)
     lesson: str = ""
     baseline: bool = False
+    extras: str | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -164,17 +183,61 @@ class Method:
             return (model, x, layer)
         return (model, x)
 
-    def raw(self, model, x, layer=None, target=None, **settings) -> Any:
-        """The raw output of ``function`` (signed attributions for signed methods)."""
+    def _refuse_extras_flags(self, settings: dict) -> None:
+        for flag_name in ("return_delta", "return_segments"):
+            if flag_name in settings:
+                extra = (f"{self.name}.explain(...) returns them in .extras" if self.extras
+                         else f"{self.name} has no extras")
+                raise ValueError(f"{flag_name} is not a setting of a registry entry, which always returns a tensor; "
+                                 f"{extra}")
+
+    def raw(self, model, x, layer=None, target=None, **settings) -> torch.Tensor:
+        """The raw output of ``function``, always a tensor (signed attributions for signed methods)."""
+        self._refuse_extras_flags(settings)
         return self.function(*self._args(model, x, layer), target=target, **settings)
 
     def __call__(self, model, x, layer=None, target=None, **settings) -> torch.Tensor:
         """The (N, H, W) heatmap in [0, 1] (see the module's protocol)."""
-        out = self.raw(model, x, layer, target, **settings)
-        return out if self.to_heatmap is None else self.to_heatmap(out)
+        return self._heatmap(self.raw(model, x, layer, target, **settings))
+
+    def _heatmap(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw if self.to_heatmap is None else self.to_heatmap(raw)
+
+    def explain(self, model, x, layer=None, target=None, **settings) -> "Explanation":
+        """The raw output, the heatmap and the extras of one call (see :class:`Explanation`)."""
+        self._refuse_extras_flags(settings)
+        if self.extras is None:
+            raw, extras = self.raw(model, x, layer, target, **settings), {}
+        else:
+            out = self.function(*self._args(model, x, layer), target=target, **settings, **{self.extras: True})
+            raw, extras = _split_extras(out)
+        return Explanation(raw, self._heatmap(raw), extras)
 
     def __repr__(self) -> str:
         return f"<Method {self.name!r} ({self.family}; {self.cost})>"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What :meth:`Method.explain` returns.
+
+    raw: the raw function's tensor; heatmap: the (N, H, W) map in [0, 1];
+    extras: ``{"delta": (N,)}`` (the completeness gap of Integrated Gradients
+    and DeepLIFT), ``{"segments", "values", "intercept", "fit"}`` (LIME, Kernel
+    SHAP), or ``{}``.
+    """
+
+    raw: torch.Tensor
+    heatmap: torch.Tensor
+    extras: dict
+
+
+def _split_extras(out) -> tuple[torch.Tensor, dict]:
+    if hasattr(out, "_asdict"):  # SegmentAttribution
+        fields = out._asdict()
+        return fields.pop("maps"), fields
+    attribution, delta = out
+    return attribution, {"delta": delta}
 
 
 METHODS: dict[str, Method] = {}
@@ -274,6 +337,7 @@ register(
         cost="1 forward",
         passes=_one_pass,
         requirement="GAP → Linear head",
+        fast=True,
         summary="the final Linear layer's weights of the class, applied to the pooled layer's maps (Eq. 2)",
         lesson="01_cam.ipynb",
     )
@@ -293,6 +357,8 @@ register(
         needs_gradients=True,
         cost="1 forward + 1 backward from the output to the layer",
         passes=_pass_and_backward,
+        fast=True,
+        default=True,
         summary="channel weights are the spatial mean of the gradient (Eqs. 1-2)",
         lesson="02_grad_cam.ipynb",
     )
@@ -312,6 +378,7 @@ register(
         needs_gradients=True,
         cost="1 forward + 1 backward from the output to the layer",
         passes=_pass_and_backward,
+        fast=True,
         summary="pixel-wise weights alpha of the positive gradients, closed form of Eq. 19",
         lesson="03_grad_cam_plus_plus.ipynb",
     )
@@ -331,8 +398,6 @@ register(
         needs_gradients=False,
         cost="1 + (live channels ≤ C) forwards",
         passes=_score_cam_passes,
-        fast=False,
-        default=False,
         summary="channel weights are the class probability on the image masked by each channel (Algorithm 1)",
         lesson="04_score_cam.ipynb",
     )
@@ -352,8 +417,9 @@ register(
         needs_gradients=True,
         cost="1 forward + 1 backward to the input",
         passes=_pass_and_backward,
-        default=False,
         to_heatmap=saliency_heatmap,
+        fast=True,
+        default=True,
         summary="the absolute gradient of the class score at each pixel, maximum over colour channels (Sec. 3.1)",
         lesson="09_pixel_gradients.ipynb",
     )
@@ -373,8 +439,8 @@ register(
         needs_gradients=True,
         cost="1 forward + 1 backward to the input",
         passes=_pass_and_backward,
-        default=False,
         to_heatmap=evidence_heatmap,
+        fast=True,
         summary="the input times its gradient, summed over colour channels; positive part",
         lesson="09_pixel_gradients.ipynb",
     )
@@ -393,8 +459,6 @@ register(
         needs_gradients=True,
         cost="samples (50) forwards + backwards to the input",
         passes=_smoothgrad_passes,
-        fast=False,
-        default=False,
         to_heatmap=saliency_heatmap,
         summary="the gradient averaged over noisy copies of the image (Eq. 2), shown as Saliency",
         preview={"samples": 10},
@@ -415,10 +479,9 @@ register(
         needs_gradients=True,
         cost="steps (50) forwards + backwards to the input",
         passes=_ig_passes,
-        fast=False,
-        default=False,
         to_heatmap=evidence_heatmap,
-        summary="(x - x') times the gradient integrated along the straight path from the baseline x' (Eq. 1)",
+        extras="return_delta",
+        summary="(x - x') times the gradient integrated along the straight path from the reference x' (Eq. 1)",
         preview={"steps": 16},
         lesson="09_pixel_gradients.ipynb",
     )
@@ -438,9 +501,11 @@ register(
         needs_gradients=True,
         cost="1 forward + 1 backward of the image and its reference, stacked",
         passes=_deeplift_passes,
-        default=False,
         to_heatmap=evidence_heatmap,
-        summary="Rescale rule: multipliers Δy/Δx through every nonlinearity, times x - x' (Secs. 3.3-3.5)",
+        fast=True,
+        default=True,
+        extras="return_delta",
+        summary="Rescale rule: multipliers Δy/Δx through every nonlinearity, times x - x' (Sec. 3.5.2)",
         lesson="09_pixel_gradients.ipynb",
     )
 )
@@ -458,8 +523,8 @@ register(
         needs_gradients=True,
         cost="1 forward + 1 backward to the input",
         passes=_pass_and_backward,
-        default=False,
         to_heatmap=saliency_heatmap,
+        fast=True,
         summary="the gradient with only positive signals passed back through each ReLU (Fig. 1)",
         lesson="09_pixel_gradients.ipynb",
     )
@@ -479,8 +544,8 @@ register(
         needs_gradients=True,
         cost="2 forwards + 2 backwards (Grad-CAM and Guided Backprop)",
         passes=_two_passes,
-        default=False,
         to_heatmap=saliency_heatmap,
+        fast=True,
         summary="Guided Backprop times the upsampled Grad-CAM map (Sec. 3)",
         lesson="09_pixel_gradients.ipynb",
     )
@@ -499,8 +564,6 @@ register(
         needs_gradients=False,
         cost="1 + window positions forwards (170 at 224², window 32, stride 16)",
         passes=_occlusion_passes,
-        fast=False,
-        default=False,
         to_heatmap=evidence_heatmap,
         summary="the drop of the class probability when a sliding grey patch hides each region (Sec. 4.2)",
         preview={"window": 0.25, "stride": 0.125},  # 56 and 28 pixels at 224 x 224
@@ -521,8 +584,6 @@ register(
         needs_gradients=False,
         cost="1 + masks (1000) forwards",
         passes=_rise_passes,
-        fast=False,
-        default=False,
         to_heatmap=normalize_per_image,
         summary="random smooth masks averaged with the class probability of the masked image as weight (Eq. 6)",
         preview={"masks": 64},
@@ -543,9 +604,8 @@ register(
         needs_gradients=False,
         cost="1 + samples (1000) forwards, one per coalition of superpixels",
         passes=_lime_passes,
-        fast=False,
-        default=False,
         to_heatmap=evidence_heatmap,
+        extras="return_segments",
         summary="a weighted ridge regression of the class probability on which superpixels are kept (Eqs. 1-2)",
         preview={"samples": 64},
         lesson="10_lime_and_kernel_shap.ipynb",
@@ -565,9 +625,8 @@ register(
         needs_gradients=False,
         cost="2 + samples (1000) forwards, one per coalition of superpixels",
         passes=_kernel_shap_passes,
-        fast=False,
-        default=False,
         to_heatmap=evidence_heatmap,
+        extras="return_segments",
         summary="Shapley values of the superpixels by weighted least squares with the Shapley kernel (Theorem 2)",
         preview={"samples": 64},
         lesson="10_lime_and_kernel_shap.ipynb",
@@ -606,7 +665,7 @@ for _name, _slug, _function, _paper, _summary in (
             needs_gradients=False,
             cost="1 forward (to check the target); the map needs no model",
             passes=_check_pass,
-            default=False,
+            fast=True,
             summary=_summary,
             lesson="06_evaluation.ipynb",
             baseline=True,

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 __all__ = ["DATA_DIR", "IMAGE_DIR", "SAMPLES", "load_image", "sample_path", "MAX_PIXELS", "VARIANTS", "photo_variant"]
 
-DATA_DIR = Path(os.environ.get("XAI_HELPERS_DATA", Path(__file__).resolve().parent.parent / "data"))
+DATA_DIR = Path(os.environ.get("XAI_HELPERS_DATA", Path(__file__).resolve().parents[2] / "data"))
 IMAGE_DIR = DATA_DIR / "images"
 _SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -75,8 +75,11 @@ def _open(source, label: str) -> Image.Image:
             return _to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"{label} is too large to open safely ({exc})") from exc
-    except (Image.UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{label} is not a readable image ({exc})") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ValueError(f"{label} is not a readable image: its contents are in no image format Pillow knows "
+                         "(PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from exc
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"{label} is not a readable image: the data is damaged or cut short") from exc
 
 
 def load_image(source) -> Image.Image:

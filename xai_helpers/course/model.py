@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import select_output
-from .hooks import evaluating
+from ..engine import evaluating, select_output
+from .images import load_image
 
 __all__ = [
     "EfficientNetLite0",
@@ -250,8 +250,6 @@ class LoadedModel:
 
     def preprocess(self, image) -> torch.Tensor:
         """Image (anything :func:`xai_helpers.load_image` takes) -> (1, 3, 224, 224) on the model's device."""
-        from .images import load_image
-
         return self.transform(load_image(image)).unsqueeze(0).to(self.device)
 
     @torch.no_grad()

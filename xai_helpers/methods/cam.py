@@ -15,17 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import (
-    ReshapeTransform,
-    Target,
-    check_input,
-    finish,
-    forward_with_capture,
-    is_callable_target,
-    resolve_targets,
-    to_feature_map,
-)
-from .hooks import iter_modules
+from ..engine import ReshapeTransform, Target, check_input, finish, iter_modules, layer_pass
+from ..engine.targets import is_callable_target
+from .cam_template import weighted_sum
 
 __all__ = ["cam", "find_gap_linear"]
 
@@ -45,30 +37,32 @@ def find_gap_linear(
     the spatial mean of the layer's activation. Raises ValueError otherwise.
     """
     check_input(model, x, layer)
-    activation, logits, seen = _forward(model, x[:1], layer, record_linears=True)
-    return _match_head(seen, to_feature_map(activation, reshape_transform), logits)
+    recorded, seen = _pass_recording_linears(model, x[:1], layer, None, reshape_transform)
+    return _match_head(seen, recorded.activation, recorded.output)
 
 
-def _forward(model: nn.Module, x: torch.Tensor, layer: nn.Module, record_linears: bool):
-    """One inference pass: (raw activation, output, [(linear, its input, its output), ...])."""
-    seen: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
-    handles = []
-    if record_linears:
-        handles = [
-            m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0], out)))
-            for m in iter_modules(model)
-            if isinstance(m, nn.Linear)
-        ]
+def _pass_recording_linears(model, x, layer, target, reshape_transform):
+    """One inference pass (engine.layer_pass) and, per Linear module, its inputs and outputs."""
+    seen: dict[nn.Linear, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def record(module, inputs, output):
+        seen.setdefault(module, []).append((inputs[0].detach(), output.detach()))
+
+    handles = [m.register_forward_hook(record) for m in iter_modules(model) if isinstance(m, nn.Linear)]
     try:
-        activation, logits = forward_with_capture(model, x, layer, grad=False)
+        recorded = layer_pass(model, x, layer, target, gradient=False, reshape_transform=reshape_transform)
     finally:
         for h in handles:
             h.remove()
-    return activation, logits, seen
+    return recorded, seen
 
 
 def _match_head(seen, activation: torch.Tensor, logits: torch.Tensor) -> nn.Linear:
-    final = [(m, inp) for m, inp, out in seen if out is logits]
+    final = []
+    for module, calls in seen.items():
+        out = torch.cat([o for _, o in calls])
+        if out.shape == logits.shape and torch.equal(out, logits):
+            final.append((module, torch.cat([i for i, _ in calls])))
     if not final:
         raise ValueError(_NEEDS_HEAD.format(why="the model's output is not produced by an nn.Linear"))
     fc, fc_input = final[-1]
@@ -112,7 +106,7 @@ def cam(
 
     Zhou et al. define M_c without a ReLU and without the 1/Z of the pooling;
     here, as in every CAM method of this package, the map is ReLU'd and
-    min-max scaled (``core.finish``), which removes any positive factor such as
+    min-max scaled (``engine.finish``), which removes any positive factor such as
     1/Z. The fc bias adds the same constant to every pixel and is dropped.
 
     Example:
@@ -124,26 +118,25 @@ def cam(
             "CAM explains one class through its row of the final Linear layer, so target must be None, an int "
             "or N ints; use Grad-CAM for a callable target"
         )
+    if fc is not None and not isinstance(fc, nn.Linear):
+        raise ValueError(f"fc must be an nn.Linear, got {type(fc).__name__}")
     # One forward pass does everything: the activation, the logits (for
     # target=None) and, when fc is not given, the evidence to find it.
-    activation, logits, seen = _forward(model, x, layer, record_linears=fc is None)
-    activation = to_feature_map(activation, reshape_transform)
+    if fc is None:
+        recorded, seen = _pass_recording_linears(model, x, layer, target, reshape_transform)
+    else:
+        recorded = layer_pass(model, x, layer, target, gradient=False, reshape_transform=reshape_transform)
+    activation, logits = recorded.activation, recorded.output
     if logits.ndim != 2:
         raise ValueError(f"CAM needs (N, classes) logits, but the model's output has shape {tuple(logits.shape)}")
     if fc is None:
         fc = _match_head(seen, activation, logits)
-    elif (
-        not isinstance(fc, nn.Linear)
-        or fc.in_features != activation.shape[1]
-        or fc.out_features != logits.shape[-1]
-    ):
-        got = f"Linear({fc.in_features}, {fc.out_features})" if isinstance(fc, nn.Linear) else type(fc).__name__
+    elif fc.in_features != activation.shape[1] or fc.out_features != logits.shape[-1]:
         raise ValueError(
             f"fc must be an nn.Linear with {activation.shape[1]} inputs (the layer's channels) and "
-            f"{logits.shape[-1]} outputs (the model's classes), got {got}"
+            f"{logits.shape[-1]} outputs (the model's classes), got Linear({fc.in_features}, {fc.out_features})"
         )
-    targets = resolve_targets(target, logits)
     with torch.inference_mode():
-        weights = fc.weight[targets].to(activation.dtype)  # (N, C): w^c for each image's class
-        maps = torch.einsum("nc,nchw->nhw", weights, activation)
+        weights = fc.weight[recorded.classes]  # (N, C): w^c for each image's class
+        maps = weighted_sum(weights, activation)
     return finish(maps, x.shape[-2:])

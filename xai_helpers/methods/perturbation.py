@@ -2,8 +2,8 @@
 
 No gradients: only forward passes, so they work on any model, including
 non-differentiable ones, and their cost is a number of forward passes that
-the lesson (08) counts. Every masked copy goes through
-:class:`xai_helpers.batches.Scorer`, ``batch_size`` at a time.
+the lesson (08) counts. Every masked copy is a job of the engine's
+:class:`xai_helpers.engine.Scorer`, ``batch_size`` at a time.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import Scorer, check_positive_int, progress_bar
-from .core import Target, check_input
-from .hooks import evaluating
-from .pixel_gradients import make_baseline
+from ..engine import Scorer, Target, check_input, make_reference
+from ..engine.inputs import flag, fraction, positive_int, seed_value
 
 __all__ = ["occlusion", "occlusion_positions", "default_window", "rise", "rise_masks"]
 
@@ -67,7 +65,7 @@ def occlusion(
     *,
     window=None,
     stride=None,
-    baseline=None,
+    reference=None,
     score: str = "probability",
     batch_size: int | None = None,
     progress=False,
@@ -75,7 +73,7 @@ def occlusion(
     r"""Occlusion sensitivity (Zeiler & Fergus 2014, Sec. 4.2, Fig. 7), raw (N, C, H, W).
 
     A ``window`` (h, w) slides over the image with ``stride``; at each position
-    p the pixels under it, all channels, are replaced by ``baseline`` and the
+    p the pixels under it, all channels, are replaced by ``reference`` and the
     drop of the class score is recorded. A pixel's attribution is the mean
     drop over the windows that cover it:
 
@@ -89,8 +87,8 @@ def occlusion(
         window, stride: int or (h, w) pixels, or a float (or pair) in (0, 1]: a
             fraction of the image's side, so that one setting suits any size
             (0.25 is 56 pixels at 224 x 224, 16 at 64 x 64); None gives :func:`default_window`.
-        baseline: what hides a window (see ``make_baseline``; default 0, the
-            mean colour in normalised space).
+        reference: what hides a window (see :func:`xai_helpers.engine.make_reference`;
+            default 0, mid-grey in this package's normalised space).
         score: ``"probability"`` (the paper's) or ``"logit"``.
         batch_size: occluded images per forward pass (memory is bounded by it).
         progress: True for a progress bar, or a callable ``progress(done, total)``.
@@ -105,28 +103,23 @@ def occlusion(
         stride = tuple(max(1, w // 2) for w in _pair("window", window))
     (h, w), (sh, sw) = _pair("window", window), _pair("stride", stride)
     ph, pw = occlusion_positions(size, (h, w), (sh, sw))
-    fill = make_baseline(x, baseline)
+    fill = make_reference(x, reference)
     n, positions = x.shape[0], ph * pw
-    # Window position p covers rows [r, r + h) and columns [c, c + w) of the image.
+    scorer = Scorer(model, x, target, score=score, batch_size=batch_size, progress=progress,
+                    desc="Occlusion windows", who="occlusion")
+    # Window position p covers rows [top_p, top_p + h) and columns [left_p, left_p + w) of the image.
     tops = (torch.arange(ph, device=x.device) * sh).repeat_interleave(pw)
     lefts = (torch.arange(pw, device=x.device) * sw).repeat(ph)
     rows_, cols_ = torch.arange(size[0], device=x.device), torch.arange(size[1], device=x.device)
-    drops = torch.zeros(n, positions, device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
-    with evaluating(model):
-        scorer = Scorer(model, x, target, score=score, batch_size=batch_size, fast_copy="occlusion")
-        per_batch = scorer.batch_size
-        with progress_bar(progress, n * positions, "Occlusion windows") as advance:
-            for i in range(n):
-                rows = torch.full((per_batch,), i, device=x.device)
-                for start in range(0, positions, per_batch):
-                    top, left = tops[start : start + per_batch, None], lefts[start : start + per_batch, None]
-                    # (k, 1, H, W) window masks, built at once: inside rows [top, top + h) and columns [left, left + w).
-                    inside = (((rows_ >= top) & (rows_ < top + h))[:, :, None] & ((cols_ >= left) & (cols_ < left + w))[:, None, :])
-                    hidden = inside.unsqueeze(1)
-                    batch = torch.where(hidden, fill[i : i + 1], x[i : i + 1])
-                    k = batch.shape[0]
-                    drops[i, start : start + k] = scorer.base[i] - scorer.scores(batch, rows[:k])
-                    advance(k)
+
+    def build(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        top, left = tops[cols, None], lefts[cols, None]
+        # (k, 1, H, W) window masks, built at once: inside rows [top, top + h) and columns [left, left + w).
+        inside = ((rows_ >= top) & (rows_ < top + h))[:, :, None] & ((cols_ >= left) & (cols_ < left + w))[:, None, :]
+        return torch.where(inside.unsqueeze(1), fill[rows], x[rows])
+
+    scores = scorer.run([positions] * n, build)
+    drops = torch.stack([scorer.base[i] - scores[i] for i in range(n)])
     # Spreading each position's drop over its window is a transposed convolution with a box.
     box = torch.ones(1, 1, h, w, device=x.device, dtype=drops.dtype)
     grid = drops.view(n, 1, ph, pw)
@@ -156,20 +149,32 @@ def rise_masks(
     generator seeded with ``seed``, so a slice is the same whatever the batch
     size that asks for it.
     """
-    check_positive_int("count", count)
-    check_positive_int("grid", grid)
-    if not 0 < p < 1:
-        raise ValueError(f"p must be in (0, 1), got {p!r}")
+    count, grid, seed = positive_int("count", count), positive_int("grid", grid), seed_value(seed)
+    p = fraction("p", p)
+    cells, shifts = _rise_draws(count, size, grid, p, seed)
+    stop = count if stop is None else stop
+    return _rise_crop(cells, shifts, torch.arange(start, stop), size, grid, device)
+
+
+def _rise_draws(count: int, size: tuple[int, int], grid: int, p: float, seed: int):
+    """The grids (count, 1, grid, grid) and shifts (count, 2) of all masks, from one generator seeded ``seed``."""
     H, W = size
     ch, cw = math.ceil(H / grid), math.ceil(W / grid)
     generator = torch.Generator().manual_seed(seed)
     cells = (torch.rand(count, 1, grid, grid, generator=generator) < p).float()
     shifts = torch.stack([torch.randint(0, ch, (count,), generator=generator),
                           torch.randint(0, cw, (count,), generator=generator)], 1)
-    stop = count if stop is None else stop
-    up = F.interpolate(cells[start:stop].to(device), size=((grid + 1) * ch, (grid + 1) * cw),
+    return cells, shifts
+
+
+def _rise_crop(cells, shifts, index: torch.Tensor, size, grid: int, device) -> torch.Tensor:
+    """Masks ``index`` (k,): grids upsampled bilinearly to (grid + 1) * cell and cropped at their shifts."""
+    H, W = size
+    ch, cw = math.ceil(H / grid), math.ceil(W / grid)
+    index = index.cpu()
+    up = F.interpolate(cells[index].to(device), size=((grid + 1) * ch, (grid + 1) * cw),
                        mode="bilinear", align_corners=False)
-    return torch.stack([up[k, 0, dy : dy + H, dx : dx + W] for k, (dy, dx) in enumerate(shifts[start:stop].tolist())])
+    return torch.stack([up[k, 0, dy : dy + H, dx : dx + W] for k, (dy, dx) in enumerate(shifts[index].tolist())])
 
 
 def rise(
@@ -180,7 +185,7 @@ def rise(
     masks: int = 1000,
     grid: int = 7,
     p: float = 0.5,
-    baseline=None,
+    reference=None,
     score: str = "probability",
     centre: bool = True,
     seed: int = 0,
@@ -194,8 +199,8 @@ def rise(
         \approx \frac{1}{\mathbb E[M] \cdot N} \sum_{i=1}^{N} f(I \odot M_i)\, M_i(\lambda) \qquad (6)
 
     with the random masks :func:`rise_masks` and E[M] = p. ``I ⊙ M`` blends
-    towards ``baseline`` (default 0, the mean colour in normalised space)
-    where M < 1.
+    towards ``reference`` (default 0, mid-grey in this package's normalised
+    space) where M < 1.
 
     ``centre=True`` (default) uses the control variate
     S = f̄ + (1 / (N p)) sum_i (f_i - f̄) M_i, with f̄ the mean score. Since
@@ -207,30 +212,29 @@ def rise(
     image of the batch. Cost: ``masks`` + 1 forward passes.
     """
     check_input(model, x)
-    check_positive_int("masks", masks)
-    fill = make_baseline(x, baseline)
+    masks = positive_int("masks", masks)
+    grid, p, seed = positive_int("grid", grid), fraction("p", p), seed_value(seed)
+    flag("centre", centre)
+    fill = make_reference(x, reference)
     size = tuple(x.shape[-2:])
     n = x.shape[0]
-    values = torch.zeros(n, masks, device=x.device, dtype=torch.float64)
-    with evaluating(model):
-        scorer = Scorer(model, x, target, score=score, batch_size=batch_size, fast_copy="rise")
-        per_batch = scorer.batch_size
-        with progress_bar(progress, n * masks, "RISE masks") as advance:
-            for start in range(0, masks, per_batch):
-                stop = min(masks, start + per_batch)
-                m = rise_masks(masks, size, grid, p, seed, x.device, start, stop).unsqueeze(1).to(x.dtype)
-                for i in range(n):
-                    rows = torch.full((stop - start,), i, device=x.device)
-                    values[i, start:stop] = scorer.scores(x[i : i + 1] * m + fill[i : i + 1] * (1 - m), rows).double()
-                    advance(stop - start)
+    scorer = Scorer(model, x, target, score=score, batch_size=batch_size, progress=progress,
+                    desc="RISE masks", who="rise")
+    cells, shifts = _rise_draws(masks, size, grid, p, seed)
+
+    def build(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        m = _rise_crop(cells, shifts, cols, size, grid, x.device).unsqueeze(1).to(x.dtype)
+        return x[rows] * m + fill[rows] * (1 - m)
+
+    values = torch.stack(scorer.run([masks] * n, build)).double()
     mean = values.mean(1)
     weights = values - mean[:, None] if centre else values
     saliency = torch.zeros(n, *size, device=x.device, dtype=torch.float64)
     # The masks are drawn again rather than kept: (masks, H, W) would not be bounded by the batch size.
     for start in range(0, masks, 256):
-        stop = min(masks, start + 256)
-        m = rise_masks(masks, size, grid, p, seed, x.device, start, stop).double()
-        saliency += torch.einsum("nk,khw->nhw", weights[:, start:stop], m)
+        index = torch.arange(start, min(masks, start + 256))
+        m = _rise_crop(cells, shifts, index, size, grid, x.device).double()
+        saliency += torch.einsum("nk,khw->nhw", weights[:, index.to(x.device)], m)
     saliency = saliency / (masks * p)
     if centre:
         saliency = saliency + mean[:, None, None]

@@ -1,9 +1,7 @@
-"""Gradient-weighted CAMs: Grad-CAM and Grad-CAM++.
+"""Gradient-weighted CAMs: Grad-CAM and Grad-CAM++, each one ``combine`` of the template.
 
 Both need g = dy^c/dA, the gradient of the pre-softmax logit y^c with respect
-to the layer's activation A. It is taken with ``torch.autograd.grad`` on A
-alone, so the backward pass runs through the layers after A only and no
-parameter's ``.grad`` is touched.
+to the layer's activation A (:mod:`xai_helpers.methods.cam_template`).
 """
 
 from __future__ import annotations
@@ -11,44 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import ReshapeTransform, Target, check_input, finish, forward_with_capture, target_scores, to_feature_map
+from ..engine import ReshapeTransform, Target
+from .cam_template import layer_heatmap, weighted_sum
 
-__all__ = ["grad_cam", "grad_cam_sum", "grad_cam_plus_plus", "grad_cam_plus_plus_weights", "activation_and_gradient"]
-
-
-def activation_and_gradient(
-    model: nn.Module,
-    x: torch.Tensor,
-    layer: nn.Module,
-    target: Target = None,
-    reshape_transform: ReshapeTransform = None,
-):
-    """One forward and one partial backward pass.
-
-    Returns ``(A, g, classes, output)`` with A and g of shape (N, C, h, w)
-    (after ``reshape_transform``), g = dy^c/dA for each image's target score
-    y^c, ``classes`` the (N,) class indices (None for a callable target), and
-    all of them detached. Images in a batch are independent in eval mode, so
-    summing the N scores gives every image its own gradient in one backward pass.
-    """
-    check_input(model, x, layer)
-    # The caller may be inside no_grad() or inference_mode(): neither must reach the graph.
-    with torch.inference_mode(False), torch.enable_grad():
-        activation, output = forward_with_capture(model, x, layer, grad=True)
-        scores, classes = target_scores(target, output)
-        if not scores.requires_grad:
-            raise ValueError("the target's score does not depend on the layer's activation; choose a layer before the output")
-        total = scores.sum()
-    (grads,) = torch.autograd.grad(total, activation, allow_unused=True)
-    if grads is None:
-        grads = torch.zeros_like(activation)
-    activation = activation.detach()
-    return (
-        to_feature_map(activation, reshape_transform),
-        to_feature_map(grads, reshape_transform),
-        classes,
-        output.detach(),
-    )
+__all__ = ["grad_cam", "grad_cam_sum", "grad_cam_plus_plus", "grad_cam_plus_plus_weights"]
 
 
 def grad_cam_sum(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -75,19 +39,19 @@ def grad_cam(
     with y^c the logit of class c (before softmax) and Z = h * w.
 
     Args:
-        model: any differentiable model; its output goes through ``core.select_output``.
+        model: any differentiable model; its output goes through ``engine.select_output``.
         x: (N, 3, H, W) input batch.
         layer: the module whose output is explained.
         target: None (each image's top-1), an int, N ints, or a callable
-            ``f(output) -> (N,)`` score (see ``xai_helpers.core``).
+            ``f(output) -> (N,)`` score (see ``xai_helpers.engine.targets``).
         reshape_transform: turns the layer's output into (N, C, h, w);
-            None detects ViT tokens and Swin's channels-last maps.
+            None detects ViT tokens and Swin's channels-last maps where the
+            layout is unambiguous (``xai_helpers.engine.feature_maps``).
 
     Returns:
         (N, H, W) float32 heatmaps in [0, 1].
     """
-    activation, grads, _, _ = activation_and_gradient(model, x, layer, target, reshape_transform)
-    return finish(grad_cam_sum(activation, grads), x.shape[-2:])  # Eqs. 1-2
+    return layer_heatmap(model, x, layer, target, grad_cam_sum, reshape_transform=reshape_transform)
 
 
 def grad_cam_plus_plus_weights(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -120,7 +84,7 @@ def grad_cam_plus_plus(
     *,
     reshape_transform: ReshapeTransform = None,
 ) -> torch.Tensor:
-    """Grad-CAM++ (Chattopadhay et al. 2018, Eq. 19 with the exponential closed form).
+    """Grad-CAM++ (Chattopadhay et al. 2018, Eq. 19 with the exponential closed form, and Eq. 7).
 
     .. math::
         L^c = \\mathrm{ReLU}\\Big(\\sum_k w_k^c A^k\\Big), \\qquad
@@ -138,6 +102,6 @@ def grad_cam_plus_plus(
 
     Args and returns as :func:`grad_cam`.
     """
-    activation, grads, _, _ = activation_and_gradient(model, x, layer, target, reshape_transform)
-    weights = grad_cam_plus_plus_weights(activation, grads)
-    return finish(torch.einsum("nc,nchw->nhw", weights, activation), x.shape[-2:])
+    return layer_heatmap(model, x, layer, target,
+                         lambda a, g: weighted_sum(grad_cam_plus_plus_weights(a, g), a),
+                         reshape_transform=reshape_transform)

@@ -17,8 +17,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .hooks import evaluating
-from .surrogates import _constrained_wls, kernel_shap_design, shapley_values
+from ..engine import evaluating
+from ..engine.inputs import number, positive_int
+from .shapley import constrained_wls, kernel_shap_design, shapley_values
 
 __all__ = [
     "PermutationImportance",
@@ -34,17 +35,34 @@ __all__ = [
 ]
 
 
+def _finite(name: str, values: np.ndarray) -> np.ndarray:
+    if not np.isfinite(values).all():
+        count = int((~np.isfinite(values)).sum())
+        raise ValueError(f"{name} contains {count} non-finite value{'s' if count > 1 else ''} (NaN or inf); "
+                         "impute or drop them first: the methods here need finite inputs")
+    return values
+
+
 def _table(X, name: str = "X") -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric table (rows, features): {exc}") from None
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty 2-D table (rows, features), got shape {X.shape}")
-    return X
+    return _finite(name, X)
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+def _predictions(model_fn, rows: np.ndarray, expected: int) -> np.ndarray:
+    """model_fn(rows) as a float64 vector of one score per row, checked to be finite."""
+    out = np.asarray(model_fn(rows), dtype=np.float64).reshape(-1)
+    if out.shape[0] != expected:
+        raise ValueError(f"model_fn must return one score per row ({expected}), got {out.shape[0]} values; "
+                         "pick one class, e.g. lambda X: model.predict_proba(X)[:, 1]")
+    return _finite("model_fn's output", out)
+
+
+_positive_int = positive_int
 
 
 # ---------------------------------------------------------------- permutation importance
@@ -146,11 +164,11 @@ def coalition_values(model_fn, x, background, z) -> np.ndarray:
     z = np.asarray(z, dtype=bool)
     k, b = len(z), len(background)
     rows = np.where(z[:, None, :], x[None, None, :], background[None, :, :]).reshape(k * b, -1)
-    return np.asarray(model_fn(rows), dtype=np.float64).reshape(k, b).mean(1)
+    return _predictions(model_fn, rows, k * b).reshape(k, b).mean(1)
 
 
 def _check_row(x, background):
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    x = _finite("x", np.asarray(x, dtype=np.float64).reshape(-1))
     background = _table(background, "background")
     if background.shape[1] != x.shape[0]:
         raise ValueError(f"x has {x.shape[0]} features but the background has {background.shape[1]}")
@@ -181,12 +199,12 @@ def kernel_shap_tabular(model_fn, x, background, samples: int = 2048, seed: int 
     samples = _positive_int("samples", samples)
     m = x.shape[0]
     empty = coalition_values(model_fn, x, background, np.zeros((1, m), dtype=bool))[0]
-    full = float(np.asarray(model_fn(x[None]), dtype=np.float64).reshape(-1)[0])
+    full = float(_predictions(model_fn, x[None], 1)[0])
     if m == 1:
         return np.array([full - empty]), float(empty)
     z, w = kernel_shap_design(m, samples, seed)
     y = torch.from_numpy(coalition_values(model_fn, x, background, z.numpy()))
-    phi = _constrained_wls(z.double(), y - empty, w, torch.tensor(full - empty, dtype=torch.float64))
+    phi = constrained_wls(z.double(), y - empty, w, torch.tensor(full - empty, dtype=torch.float64))
     return phi.numpy(), float(empty)
 
 
@@ -200,11 +218,21 @@ def tree_shap(booster, X) -> tuple[np.ndarray, np.ndarray]:
     model *and* the training distribution of correlated features; Kernel SHAP
     with a background set (:func:`kernel_shap_tabular`) gives the
     interventional values instead.
+
+    ``X`` may be a pandas DataFrame (its column names are passed on, so a
+    booster trained with feature names accepts it) and may hold NaN: XGBoost
+    treats NaN as a missing value and sends it down each split's default branch.
     """
     import xgboost
 
     booster = booster.get_booster() if hasattr(booster, "get_booster") else booster
-    out = booster.predict(xgboost.DMatrix(_table(X)), pred_contribs=True)
+    names = [str(c) for c in X.columns] if hasattr(X, "columns") else None
+    values = np.asarray(X, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
+        raise ValueError(f"X must be a non-empty 2-D table (rows, features), got shape {values.shape}")
+    if np.isinf(values).any():
+        raise ValueError("X contains inf; XGBoost reads NaN as missing, but inf is a value no split can place")
+    out = booster.predict(xgboost.DMatrix(values, feature_names=names), pred_contribs=True)
     return out[:, :-1].astype(np.float64), out[:, -1].astype(np.float64)
 
 
@@ -260,11 +288,17 @@ def cem(
     if mode not in ("PN", "PP"):
         raise ValueError(f"mode must be 'PN' (pertinent negative) or 'PP' (pertinent positive), got {mode!r}")
     steps = _positive_int("steps", steps)
-    x = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1))
+    kappa = number("kappa", kappa, low=0.0)
+    beta = number("beta", beta, low=0.0)
+    c = number("c", c, low=0.0, low_open=True)
+    learning_rate = number("learning_rate", learning_rate, low=0.0, low_open=True)
+    x = torch.as_tensor(_finite("x", np.asarray(x, dtype=np.float64).reshape(-1)))
     lo = torch.zeros_like(x) if x_min is None else torch.as_tensor(np.asarray(x_min, dtype=np.float64).reshape(-1))
     hi = torch.full_like(x, float("inf")) if x_max is None else torch.as_tensor(np.asarray(x_max, dtype=np.float64).reshape(-1))
     if lo.shape != x.shape or hi.shape != x.shape:
         raise ValueError(f"x_min and x_max must have x's {x.shape[0]} features")
+    if torch.isnan(lo).any() or torch.isnan(hi).any() or torch.isinf(lo).any() or (hi < lo).any():
+        raise ValueError("x_min must be finite and x_max (which may be +inf) at least x_min, feature by feature")
     dtype = next(model.parameters()).dtype
 
     def logits(inp: torch.Tensor) -> torch.Tensor:
@@ -309,6 +343,8 @@ def cem(
                     best, best_cost = delta.clone(), cost
         found = best is not None
         final = best if found else delta
+        if not bool(torch.isfinite(final).all()):
+            raise ValueError("CEM's optimisation diverged to NaN or inf; lower learning_rate or c")
         with torch.no_grad():
             predicted = int(logits(base + final).argmax())
     return CEMResult(mode, final.numpy(), (base + final).numpy(), predicted, t0, found)

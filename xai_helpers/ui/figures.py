@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..course.images import load_image
+
 __all__ = ["overlay", "plot_overlays", "heat_to_numpy", "SAFE_CMAPS"]
 
 # Perceptually uniform and readable with the common colour-vision deficiencies.
@@ -49,8 +51,6 @@ def overlay(image, heat, alpha: float = 0.5, cmap: str = "viridis") -> Image.Ima
         alpha: heatmap opacity, 0 (photo only) to 1 (heatmap only).
         cmap: a matplotlib colormap name.
     """
-    from .images import load_image
-
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     photo = load_image(image)
@@ -86,8 +86,6 @@ def plot_overlays(
     """
     import matplotlib.pyplot as plt
     from matplotlib import cm, colors
-
-    from .images import load_image
 
     photo = load_image(image)
     panels = 1 + len(heats)

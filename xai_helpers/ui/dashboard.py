@@ -33,15 +33,17 @@ import html
 import io
 import time
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Callable
 
+import numpy as np
 import torch
 
-from .images import SAMPLES, load_image
-from .methods import METHODS
-from .metrics import auc, confidence_kept, faithfulness
-from .model import LoadedModel, load_model
-from .visualize import SAFE_CMAPS, overlay
+from ..course.images import SAMPLES, load_image
+from ..course.model import LoadedModel, load_model
+from ..methods import METHODS
+from ..metrics import auc, confidence_kept, faithfulness
+from .figures import SAFE_CMAPS, overlay
 
 __all__ = ["Dashboard", "DashboardState", "Result", "dashboard", "MAX_SIDE"]
 
@@ -122,8 +124,10 @@ class DashboardState:
 
     def set_target(self, target: int) -> None:
         classes = len(self.loaded.categories)
-        if isinstance(target, bool) or not isinstance(target, int) or not 0 <= int(target) < classes:
-            raise ValueError(f"class {target!r} is out of range; valid classes are 0..{classes - 1}")
+        if isinstance(target, (bool, np.bool_)) or not isinstance(target, Integral):
+            raise ValueError(f"the class must be an integer index 0..{classes - 1}, got {type(target).__name__}")
+        if not 0 <= int(target) < classes:
+            raise ValueError(f"class {int(target)} is out of range; valid classes are 0..{classes - 1}")
         self.target = int(target)
 
     def set_layer(self, name: str) -> None:

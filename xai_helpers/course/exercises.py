@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,10 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import average_ranks as _average_ranks
-from .hooks import evaluating, iter_modules
+from ..engine import evaluating, iter_modules
+from ..metrics import average_ranks as _average_ranks
 
-__all__ = ["Exercise", "EXERCISES", "check"]
+__all__ = ["Exercise", "EXERCISES", "check", "TIME_LIMIT"]
+
+# Seconds a learner's function may take on one case: the reference solutions take milliseconds.
+TIME_LIMIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ def _gen(seed: int) -> torch.Generator:
 
 
 def _close(a, b, tol: float = 1e-4) -> bool:
+    if isinstance(a, (str, bytes, bool)):
+        return False
     if isinstance(b, torch.Tensor):
         if not isinstance(a, torch.Tensor) or a.shape != b.shape:
             return False
@@ -450,19 +458,116 @@ EXERCISES: dict[str, Exercise] = {
 
 
 def _hooks(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in iter_modules(model))
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(m._backward_pre_hooks) for m in iter_modules(model))
+
+
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+
+
+def _global_hooks() -> dict[str, set]:
+    from torch.nn.modules import module as module_module
+
+    return {name: set(getattr(module_module, name, {})) for name in _GLOBAL_HOOKS}
+
+
+def _remove_new_global_hooks(before: dict[str, set]) -> int:
+    from torch.nn.modules import module as module_module
+
+    removed = 0
+    for name, keys in before.items():
+        hooks = getattr(module_module, name, {})
+        for key in set(hooks) - keys:
+            del hooks[key]
+            removed += 1
+    return removed
+
+
+class _TimeUp(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: float):
+    """Raise _TimeUp in the learner's code after ``seconds`` (Unix main thread; elsewhere no limit)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _TimeUp
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _snapshot(args) -> list:
+    """Copies of every tensor argument and of every model argument's parameters and buffers."""
+    out = []
+    for arg in args:
+        if isinstance(arg, torch.Tensor):
+            out.append(("input", arg.detach().clone()))
+        elif isinstance(arg, nn.Module):
+            out.append(("weights", {k: v.detach().clone() for k, v in arg.state_dict().items()}))
+        else:
+            out.append((None, None))
+    return out
+
+
+def _changed_in_place(args, snapshot) -> str | None:
+    for position, (arg, (kind, before)) in enumerate(zip(args, snapshot)):
+        if kind == "input" and not torch.equal(arg.detach(), before):
+            return (f"your function changed its argument {position + 1} in place. Known mistake: an in-place "
+                    "operation on an input (x.mul_(...), x[...] = ..., x += ...). Hint: compute on a copy, "
+                    "e.g. x = x.clone(), or use out-of-place operations")
+        if kind == "weights":
+            state = arg.state_dict()
+            changed = [k for k, v in before.items() if k not in state or not torch.equal(state[k].detach(), v)]
+            if changed:
+                return (f"your function changed the model's weights or buffers ({changed[0]}). Known mistake: "
+                        "writing into the model (an optimiser step, an in-place op on a weight, or BatchNorm "
+                        "statistics updated by a pass in train mode). Hint: explain the model, never modify it")
+    return None
 
 
 def _run_case(exercise: Exercise, fn, case: dict, index: int) -> None:
     args = case["args"]
-    model = args[0] if isinstance(args[0], nn.Module) else None
+    models = [a for a in args if isinstance(a, nn.Module)]
+    model = models[0] if models else None
     flags = {name: m.training for name, m in model.named_modules()} if model is not None else None
-    hooks_before = _hooks(model) if model is not None else 0
-    got = fn(*args)
+    hooks_before = [_hooks(m) for m in models]
+    global_before = _global_hooks()
+    snapshot = _snapshot(args)
     where = f"case {index + 1}"
-    if case.get("no_hooks") and _hooks(model) != hooks_before:
+    try:
+        with _time_limit(TIME_LIMIT):
+            got = fn(*args)
+    except _TimeUp:
+        raise _Feedback(f"{where}: your function was still running after {TIME_LIMIT:g} s, although the reference "
+                        "takes milliseconds. Known mistake: a loop that never ends (a while whose condition never "
+                        "changes) or a loop over every pixel in Python. Hint: use tensor operations") from None
+    finally:
+        leaked = _remove_new_global_hooks(global_before)
+    if leaked:
+        raise _Feedback(f"{where}: your function left {leaked} global module hook{'s' if leaked > 1 else ''} "
+                        "(torch.nn.modules.module.register_module_forward_hook), which would fire on every model "
+                        "in this notebook; check() removed it. Known mistake: a global hook instead of one on the "
+                        "layer. Hint: layer.register_forward_hook(...), and handle.remove() in a finally block.")
+    if any(_hooks(m) != before for m, before in zip(models, hooks_before)):
         raise _Feedback(f"{where}: a hook is still attached to the model after your function returned. "
                         "Known mistake: hooks left on the model. Hint: remove the handle in a finally block.")
+    message = _changed_in_place(args, snapshot)
+    if message is not None and not (case.get("train_mode") and message.startswith("your function changed the model")):
+        raise _Feedback(f"{where}: {message}.")
+    if isinstance(got, (str, bytes)):
+        raise _Feedback(f"{where}: your function returned a string ({got!r}); return the number itself. "
+                        "Known mistake: a formatted value such as f'{drop:.1f}'. Hint: format only when printing.")
     if isinstance(got, torch.Tensor) and not torch.isfinite(got).all():
         hint = ""
         if case.get("zero_denominator"):

@@ -12,6 +12,13 @@ functional, in place or not, the rule applies; nothing is registered on the
 model, so nothing can be left behind. In-place calls are computed out of
 place and written back, so the model's own values are those of the ordinary
 forward pass.
+
+DeepLIFT needs each nonlinearity's input on the reference, z^0, next to its
+input z on the image. The reference runs first, without autograd, and a
+recording mode keeps (z^0, f(z^0)) of every call in order; the image's pass
+then reads them back call by call. Only the image's pass is differentiated:
+one backward pass of N rows, where running image and reference as one batch
+(captum's way) differentiates 2N.
 """
 
 from __future__ import annotations
@@ -24,14 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .core import ReshapeTransform, Target, check_input, select_output, target_scores
-from .gradient_methods import activation_and_gradient, grad_cam_sum
-from .hooks import evaluating
-from .pixel_gradients import input_gradient, make_baseline
+from ..engine import ReshapeTransform, Target, check_input, evaluating, input_gradient, layer_pass, make_reference
+from ..engine.forward import model_output
+from ..engine.inputs import flag, number
+from ..engine.targets import class_scores, target_scores
+from .grad_cam import grad_cam_sum
 
-__all__ = ["NONLINEARITIES", "RULES", "rule_mode", "deeplift", "guided_backprop", "guided_grad_cam"]
-
-RULES = ("rescale", "guided")
+__all__ = ["NONLINEARITIES", "guided_mode", "deeplift", "guided_backprop", "guided_grad_cam"]
 
 # Functions that act element-wise; each maps to its out-of-place twin.
 NONLINEARITIES = {
@@ -88,50 +94,43 @@ def _slope_function(twin, bound):
     return None
 
 
-class _Rule(torch.autograd.Function):
-    """y = f(z) forward; backward multiplies the incoming gradient by a precomputed multiplier m."""
+class _Guided(torch.autograd.Function):
+    """y = f(z); backward: f'(z) * ReLU(grad_y) (Springenberg et al. 2015, Fig. 1)."""
 
     @staticmethod
-    def forward(ctx, z, f, rule, half, eps, slope_fn):
+    def forward(ctx, z, f, slope):
         y = f(z)
-        slope = slope_fn or (lambda t: _derivative(f, t))
-        if rule == "guided":
-            m = slope(z)
-        else:  # rescale: the input rows [:half] against their references [half:]
-            dz = z[:half] - z[half:]
-            dy = y[:half] - y[half:]
-            small = dz.abs() < eps
-            m_in = dy / torch.where(small, torch.ones_like(dz), dz)
-            if small.any():  # the fallback where dz ~ 0 is the ordinary derivative (the limit of dy/dz)
-                m_in = torch.where(small, slope(z[:half]), m_in)
-            m = torch.cat([m_in, m_in])
-        ctx.save_for_backward(m)
-        ctx.rule = rule
+        ctx.save_for_backward(slope(z))
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         (m,) = ctx.saved_tensors
-        if ctx.rule == "guided":
-            grad_y = grad_y.clamp_min(0)  # Springenberg et al. 2015, Fig. 1: only positive signals go back
+        return m * grad_y.clamp_min(0), None, None
+
+
+class _Rescale(torch.autograd.Function):
+    """y = f(z); backward: (f(z) - f(z0)) / (z - z0) * grad_y, with f'(z) where |z - z0| < eps."""
+
+    @staticmethod
+    def forward(ctx, z, z0, y0, f, slope, eps):
+        y = f(z)
+        dz = z - z0
+        small = dz.abs() < eps
+        m = (y - y0) / torch.where(small, torch.ones_like(dz), dz)
+        if bool(small.any()):  # the limit of dy/dz as dz -> 0 is the ordinary derivative
+            m = torch.where(small, slope(z), m)
+        ctx.save_for_backward(m)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (m,) = ctx.saved_tensors
         return m * grad_y, None, None, None, None, None
 
 
-class rule_mode(TorchFunctionMode):
-    """Within this context, every call in :data:`NONLINEARITIES` backpropagates by ``rule``.
-
-    ``rule="guided"``: grad_in = f'(z) * ReLU(grad_out) (Guided Backpropagation).
-    ``rule="rescale"``: the batch holds ``half`` inputs followed by their
-    ``half`` references, and grad_in = (Delta y / Delta z) * grad_out, with
-    f'(z) where |Delta z| < eps (DeepLIFT's Rescale rule).
-    """
-
-    def __init__(self, rule: str, half: int = 0, eps: float = 1e-10):
-        super().__init__()
-        if rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-        self.rule, self.half, self.eps = rule, half, eps
-        self.calls = 0
+class _Calls(TorchFunctionMode):
+    """Routes every call in :data:`NONLINEARITIES` to :meth:`apply` (its out-of-place twin, bound arguments)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -146,9 +145,54 @@ class rule_mode(TorchFunctionMode):
             in_place = in_place or bool(bound.arguments["inplace"])
             bound.arguments["inplace"] = False
         f = partial(lambda b, t: twin(t, *b.args[1:], **b.kwargs), bound) if bound is not None else twin
-        self.calls += 1
-        y = _Rule.apply(z, f, self.rule, self.half, self.eps, _slope_function(twin, bound))
+        y = self.apply(z, f, twin, bound)
         return z.copy_(y) if in_place else y
+
+    def apply(self, z, f, twin, bound):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class guided_mode(_Calls):
+    """Within this context, every nonlinearity backpropagates by Guided Backpropagation's rule,
+    grad_in = f'(z) * ReLU(grad_out)."""
+
+    def apply(self, z, f, twin, bound):
+        slope = _slope_function(twin, bound) or (lambda t: _derivative(f, t))
+        return _Guided.apply(z, f, slope)
+
+
+class _record_mode(_Calls):
+    """Keeps (z, f(z), twin) of every nonlinearity call, in order, during the reference pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[tuple[torch.Tensor, torch.Tensor, object]] = []
+
+    def apply(self, z, f, twin, bound):
+        y = f(z)
+        self.records.append((z.detach().clone(), y.detach(), twin))
+        return y
+
+
+class _rescale_mode(_Calls):
+    """Every nonlinearity backpropagates by DeepLIFT's Rescale rule against the recorded reference calls."""
+
+    def __init__(self, records, eps: float):
+        super().__init__()
+        self.records, self.eps, self.position = records, eps, 0
+
+    def apply(self, z, f, twin, bound):
+        if self.position >= len(self.records):
+            raise ValueError("the model's forward called more nonlinearities on the image than on the reference; "
+                             "DeepLIFT needs the same path through the network for both")
+        z0, y0, twin0 = self.records[self.position]
+        self.position += 1
+        if twin0 is not twin or z0.shape != z.shape:
+            raise ValueError("the model's forward took a different path on the image than on the reference "
+                             f"(call {self.position}: {getattr(twin, '__name__', twin)} on {tuple(z.shape)}); "
+                             "DeepLIFT needs the same sequence of nonlinearities for both")
+        slope = _slope_function(twin, bound) or (lambda t: _derivative(f, t))
+        return _Rescale.apply(z, z0, y0, f, slope, self.eps)
 
 
 def deeplift(
@@ -156,13 +200,14 @@ def deeplift(
     x: torch.Tensor,
     target: Target = None,
     *,
-    baseline=None,
+    reference=None,
     eps: float = 1e-10,
     return_delta: bool = False,
 ):
-    """DeepLIFT with the Rescale rule (Shrikumar, Greenside & Kundaje 2017, Secs. 3.2-3.5), raw (N, C, H, W).
+    """DeepLIFT with the Rescale rule (Shrikumar, Greenside & Kundaje 2017, Secs. 3.2-3.5.2), raw (N, C, H, W).
 
-    For every element-wise nonlinearity y = f(z) the multiplier (Sec. 3.3)
+    For every element-wise nonlinearity y = f(z) the multiplier (Sec. 3.5.2,
+    the Rescale rule)
 
     .. math::
         m_{\\Delta z \\Delta y} = \\frac{\\Delta y}{\\Delta z} = \\frac{f(z) - f(z^0)}{z - z^0}
@@ -175,38 +220,44 @@ def deeplift(
     nonlinearities (ReLU, ReLU6, SiLU, sigmoid, tanh, ...: EfficientNet-Lite0
     among them). ``return_delta=True`` also returns sum_i C_i - (t(x) - t(x^0)).
 
-    The input and the reference run as one batch of 2N (as in captum), so every
-    nonlinearity sees z and z^0 together. Differences from captum: captum's
-    ``DeepLift`` only modifies ``nn.Module`` activations of the types it knows
-    (``ReLU6`` is not one; its summation-to-delta then fails silently) and
-    gives max-pooling its own rule; here max-pooling keeps its gradient, so
-    summation-to-delta is exact only for networks without max-pooling.
+    The reference runs first (no autograd), recording each nonlinearity's z^0;
+    the image's pass then backpropagates the multipliers. Differences from
+    captum: captum's ``DeepLift`` runs image and reference as one batch of 2N
+    and backpropagates both, only modifies ``nn.Module`` activations of the
+    types it knows (``ReLU6`` is not one; its summation-to-delta then fails
+    silently) and gives max-pooling its own rule; here max-pooling keeps its
+    gradient, so summation-to-delta is exact only for networks without max-pooling.
 
     Args:
-        baseline: x^0, see :func:`xai_helpers.pixel_gradients.make_baseline` (default zeros).
+        reference: x^0, see :func:`xai_helpers.engine.make_reference` (default zeros).
+        eps: the |Delta z| below which the ordinary derivative is used.
     """
     check_input(model, x)
-    x0 = make_baseline(x, baseline)
-    n = x.shape[0]
-    with torch.inference_mode(False), torch.enable_grad(), evaluating(model):
-        leaf = torch.cat([x, x0]).detach().requires_grad_(True)
-        with rule_mode("rescale", half=n, eps=eps):
-            output = select_output(model(leaf.clone()))
-        if output.shape[0] != 2 * n:
-            raise ValueError(f"the model's output has shape {tuple(output.shape)}; expected a first dimension of {2 * n}")
-        scores, classes = target_scores(target, output[:n])
-        if not scores.requires_grad:
-            raise ValueError("the target's score does not depend on the input; check the model and the target")
-        (grad,) = torch.autograd.grad(scores.sum(), leaf)
-    attribution = (x - x0).detach() * grad[:n]
+    x0 = make_reference(x, reference)
+    eps = number("eps", eps, low=0.0, low_open=True)
+    flag("return_delta", return_delta)
+    with evaluating(model):
+        recorder = _record_mode()
+        with torch.inference_mode(False), torch.no_grad(), recorder:
+            reference_output = model_output(model, x0)
+        with torch.inference_mode(False), torch.enable_grad():
+            leaf = x.detach().clone().requires_grad_(True)
+            rescale = _rescale_mode(recorder.records, eps)
+            with rescale:
+                output = model_output(model, leaf)
+            if rescale.position != len(recorder.records):
+                raise ValueError("the model's forward called fewer nonlinearities on the image than on the "
+                                 "reference; DeepLIFT needs the same path through the network for both")
+            scores, classes = target_scores(target, output)
+            if not scores.requires_grad:
+                raise ValueError("the target's score does not depend on the input; check the model and the target")
+            (grad,) = torch.autograd.grad(scores.sum(), leaf)
+    attribution = (x - x0).detach() * grad
     if not return_delta:
         return attribution
     with torch.no_grad():
-        if classes is None:
-            reference = target(output[n:].detach()).reshape(n)
-        else:
-            reference = output[n:].detach().gather(1, classes[:, None])[:, 0]
-        delta = attribution.double().flatten(1).sum(1) - (scores.detach().double() - reference.double())
+        reference_scores = class_scores(reference_output, classes, "logit", target)
+        delta = attribution.double().flatten(1).sum(1) - (scores.detach().double() - reference_scores.double())
     return attribution, delta
 
 
@@ -224,7 +275,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target: Target = None) ->
     z < 6; captum's ``GuidedBackprop`` only changes ``nn.ReLU`` modules.
     """
     # The ordinary input gradient, with the guided rule on every activation call of the forward pass.
-    with rule_mode("guided"):
+    with guided_mode():
         gradient, _, _ = input_gradient(model, x, target)
     return gradient
 
@@ -246,9 +297,9 @@ def guided_grad_cam(
     is nearest-neighbour upsampling).
     """
     check_input(model, x, layer)
-    activation, grads, classes, _ = activation_and_gradient(model, x, layer, target, reshape_transform)
-    cam = grad_cam_sum(activation, grads).unsqueeze(1).clamp_min(0)
+    recorded = layer_pass(model, x, layer, target, reshape_transform=reshape_transform)
+    cam = grad_cam_sum(recorded.activation, recorded.gradient).unsqueeze(1).clamp_min(0)
     cam = F.interpolate(cam.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
     # The same classes as the Grad-CAM pass (top-1 resolved once).
-    gbp = guided_backprop(model, x, target if classes is None else classes)
+    gbp = guided_backprop(model, x, target if recorded.classes is None else recorded.classes)
     return gbp * cam.to(gbp.dtype)

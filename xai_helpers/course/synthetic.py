@@ -58,7 +58,6 @@ __all__ = [
     "SyntheticMLP",
     "MODELS",
     "load_synthetic_model",
-    "CHECKPOINT",
     "CHECKPOINTS",
 ]
 
@@ -67,9 +66,8 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230)}
 SHAPES = ("circle", "square", "triangle")
 CLASSES = (("red", "circle"), ("green", "square"), ("blue", "triangle"))
 CLASS_NAMES = tuple(f"{c} {s}" for c, s in CLASSES)
-CHECKPOINT = DATA_DIR / "synthetic_cnn.pt"
 CHECKPOINTS = {
-    "gap": CHECKPOINT,
+    "gap": DATA_DIR / "synthetic_cnn.pt",
     "mlp": DATA_DIR / "synthetic_mlp.pt",
     "gap-hard": DATA_DIR / "synthetic_cnn_hard.pt",
     "mlp-hard": DATA_DIR / "synthetic_mlp_hard.pt",

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Target, check_input, normalize_per_image, select_output, target_scores
-from .hooks import evaluating
+from ..engine import Target, check_input, evaluating, model_output, normalize_per_image, target_scores
+from ..engine.inputs import number, seed_value
 
 __all__ = ["random_map", "centre_gaussian", "sobel_edges", "all_ones"]
 
@@ -33,7 +33,7 @@ def _check(model: nn.Module, x: torch.Tensor, target: Target) -> None:
     """The protocol's checks: a valid batch, and valid class indices or a callable's scores (one forward pass)."""
     check_input(model, x)
     with evaluating(model):
-        target_scores(target, select_output(model(x)))
+        target_scores(target, model_output(model, x))
 
 
 def random_map(model: nn.Module, x: torch.Tensor, target: Target = None, seed: int = 0) -> torch.Tensor:
@@ -44,6 +44,7 @@ def random_map(model: nn.Module, x: torch.Tensor, target: Target = None, seed: i
     same map; one map for the whole batch, so a batch equals its images one
     by one.
     """
+    seed = seed_value(seed)
     _check(model, x, target)
     n, _, h, w = x.shape
     noise = torch.rand(h, w, generator=torch.Generator().manual_seed(seed))
@@ -57,13 +58,15 @@ def centre_gaussian(model: nn.Module, x: torch.Tensor, target: Target = None, si
     put the object in the middle, so a blob there scores well on any metric
     that rewards the middle. ``sigma`` is a fraction of the image side.
     """
-    if not sigma > 0:
-        raise ValueError(f"sigma must be a positive fraction of the image side, e.g. 0.25; got {sigma!r}")
+    sigma = number("sigma", sigma, low=0.0, low_open=True, hint=" (a fraction of the image side, e.g. 0.25)")
     _check(model, x, target)
     n, _, h, w = x.shape
-    v = (torch.arange(h, dtype=torch.float32, device=x.device) + 0.5) / h - 0.5
-    u = (torch.arange(w, dtype=torch.float32, device=x.device) + 0.5) / w - 0.5
-    blob = torch.exp(-(v[:, None] ** 2 + u[None, :] ** 2) / (2 * sigma**2))
+    v = (torch.arange(h, dtype=torch.float64, device=x.device) + 0.5) / h - 0.5
+    u = (torch.arange(w, dtype=torch.float64, device=x.device) + 0.5) / w - 0.5
+    d2 = v[:, None] ** 2 + u[None, :] ** 2
+    # Measured from the pixels nearest the centre, so a tiny sigma still peaks there instead of
+    # underflowing to an all-zero map (a positive factor, which the min-max step removes anyway).
+    blob = torch.exp(-(d2 - d2.min()) / (2 * sigma**2)).float()
     return normalize_per_image(blob.expand(n, h, w))
 
 

@@ -1,0 +1,87 @@
+"""The methods: one module per family, and the registry that lists them all.
+
+=====================  ==========================================================
+``registry``           ``METHODS`` (image methods) and ``TABULAR_METHODS``, the one list
+``cam_template``       a layer method is ``combine(activation, gradient) -> map``
+``cam``                CAM (Zhou et al. 2016)
+``grad_cam``           Grad-CAM and Grad-CAM++
+``score_cam``          Score-CAM
+``pixel_gradients``    Saliency, Gradient x Input, SmoothGrad, Integrated Gradients
+``backprop_rules``     DeepLIFT, Guided Backprop, Guided Grad-CAM
+``perturbation``       Occlusion and RISE
+``surrogates``         LIME and Kernel SHAP on superpixels
+``shapley``            Shapley values and the Kernel SHAP regression (shared with tabular)
+``baselines``          the null baselines of the evaluation lessons
+``tabular``            methods for models of tables (lesson 12)
+=====================  ==========================================================
+"""
+
+from . import backprop_rules, perturbation, pixel_gradients, surrogates, tabular
+from .backprop_rules import deeplift, guided_backprop, guided_grad_cam
+from .baselines import all_ones, centre_gaussian, random_map, sobel_edges
+from .cam import cam, find_gap_linear
+from .cam_template import activation_and_gradient, layer_heatmap, weighted_sum
+from .grad_cam import grad_cam, grad_cam_plus_plus
+from .perturbation import occlusion, rise
+from .pixel_gradients import input_x_gradient, integrated_gradients, saliency, smoothgrad
+from .registry import (
+    FAMILIES,
+    METHODS,
+    TABULAR_METHODS,
+    Explanation,
+    Method,
+    Paper,
+    TabularMethod,
+    by_slug,
+    get_method,
+    register,
+    unregister,
+)
+from .score_cam import score_cam
+from .shapley import shapley_values
+from .surrogates import SegmentAttribution, kernel_shap, lime, superpixels
+
+__all__ = [
+    "Explanation",
+    "FAMILIES",
+    "METHODS",
+    "Method",
+    "Paper",
+    "SegmentAttribution",
+    "TABULAR_METHODS",
+    "TabularMethod",
+    "activation_and_gradient",
+    "all_ones",
+    "by_slug",
+    "cam",
+    "centre_gaussian",
+    "deeplift",
+    "find_gap_linear",
+    "get_method",
+    "grad_cam",
+    "grad_cam_plus_plus",
+    "guided_backprop",
+    "guided_grad_cam",
+    "input_x_gradient",
+    "integrated_gradients",
+    "kernel_shap",
+    "layer_heatmap",
+    "lime",
+    "occlusion",
+    "random_map",
+    "register",
+    "rise",
+    "saliency",
+    "score_cam",
+    "shapley_values",
+    "smoothgrad",
+    "sobel_edges",
+    "superpixels",
+    "backprop_rules",
+    "perturbation",
+    "pixel_gradients",
+    "surrogates",
+    "tabular",
+    "unregister",
+    "weighted_sum",
+]

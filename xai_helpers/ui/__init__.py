@@ -1,0 +1,13 @@
+"""What a learner sees: figures, the comparison dashboard and the command line.
+
+=============  ==============================================================
+``figures``    overlays and figure grids with colour-blind-safe colormaps and colourbars
+``dashboard``  the comparison dashboard (ipywidgets; served with Voila)
+``cli``        ``python -m xai_helpers explain IMAGE``
+=============  ==============================================================
+"""
+
+from .dashboard import Dashboard, DashboardState, dashboard
+from .figures import SAFE_CMAPS, overlay, plot_overlays
+
+__all__ = ["Dashboard", "DashboardState", "SAFE_CMAPS", "dashboard", "overlay", "plot_overlays"]
