@@ -3,7 +3,9 @@
 
     python3 dev.py lab         # set up .venv if needed, open JupyterLab on notebooks/
     python3 dev.py test        # set up .venv if needed, run every test (pytest + nbval)
-    python3 dev.py notebooks   # re-execute the notebooks in place, save their outputs, update the README's table
+    python3 dev.py notebooks   # re-execute the lessons that read the method registry (--all: every lesson;
+                               # or name them), save their outputs, regenerate the docs' tables
+    python3 dev.py tables      # regenerate the docs' tables (methods, comparison, lesson times)
     python3 dev.py bench       # run benchmarks/bench_methods.py (installs the [bench] extra)
     python3 dev.py voila       # serve the comparison dashboard as a web app (one CPU thread per kernel)
     python3 dev.py student     # write the learner's copy (no solutions, no outputs) to student/
@@ -42,6 +44,7 @@ EXTRAS = {
     "voila": "notebooks",
     "test": "test,notebooks",
     "notebooks": "test,notebooks",
+    "tables": "notebooks",
     "bench": "bench",
     "student": "notebooks",
 }
@@ -94,8 +97,10 @@ def main(argv: list[str]) -> int:
             run(PYTHON, "-m", "voila", "notebooks/05_comparison_dashboard.ipynb", *rest, env={**env, **threads})
         elif command == "notebooks":
             run(PYTHON, "scripts/execute_notebooks.py", *rest, env=env)
-            # The README's comparison table is lesson 06's output (checked by tests/test_packaging.py).
-            run(PYTHON, "scripts/update_readme_table.py", env=env)
+            # The docs' tables are the registry's and the lessons' outputs (checked by tests/test_packaging.py).
+            run(PYTHON, "scripts/update_tables.py", env=env)
+        elif command == "tables":
+            run(PYTHON, "scripts/update_tables.py", *rest, env=env)
         elif command == "student":
             run(PYTHON, "scripts/make_student_copy.py", *rest, env=env)
         elif command == "bench":

@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 
 import xai_helpers as xh
-from xai_helpers.core import forward_with_capture
-from xai_helpers.score_method import default_batch_size, live_channels
+from xai_helpers.engine import default_batch_size, layer_pass
+from xai_helpers.methods.score_cam import live_channels
 
 HERE = Path(__file__).resolve().parent
 IMAGES = ("chelsea", "coffee")
@@ -111,7 +111,7 @@ def best_per_image_forward(model, x, device, repeats) -> tuple[float, int]:
 
 def naive_score_cam(model, x, layer, target) -> torch.Tensor:
     """The authors' loop: one channel at a time, no batching, no folding."""
-    activation, _ = forward_with_capture(model, x, layer, grad=False)
+    activation = layer_pass(model, x, layer, gradient=False).activation
     size = x.shape[-2:]
     cam = torch.zeros(size, device=x.device)
     with torch.inference_mode():
@@ -342,7 +342,7 @@ def captum_section(loaded, device, repeats: int, slow_repeats: int, quick: bool)
     lines = [CAPTUM_MARKER, "",
              f"Measured {datetime.date.today().isoformat()} on {machine_details(device)}. `chelsea`, target {target} "
              f"'{loaded.categories[target]}', batch 1; {m} SLIC superpixels shared by both libraries; our batch size "
-             f"{xh.batches.default_batch_size(device)}. Medians of {repeats} interleaved runs for one-pass methods, "
+             f"{default_batch_size(device)}. Medians of {repeats} interleaved runs for one-pass methods, "
              f"{slow_repeats} for the others ({1 if quick else slow_repeats} for LIME and Kernel SHAP). captum runs on a copy "
              "with out-of-place activations, which its hooks need. Best per-image pass times: forward "
              f"{best_fwd * 1e3:.2f} ms (batch {fwd_bs}, channels_last), forward + backward to the input "
@@ -409,6 +409,108 @@ def captum_section(loaded, device, repeats: int, slow_repeats: int, quick: bool)
     return lines
 
 
+ENGINE_MARKER = "## The engine: one-pass rules, Integrated Gradients at equal accuracy, the cached fast copy"
+
+
+def engine_section(loaded, device, repeats: int) -> list[str]:
+    """DeepLIFT and Guided Backprop against captum, Integrated Gradients against captum's best setting at
+    equal accuracy, and what the cached fast copy costs; one interleaved run, returns report lines."""
+    import warnings
+
+    from captum.attr import DeepLift, GuidedBackprop, IntegratedGradients
+
+    from xai_helpers.course.images import photo_variant
+    from xai_helpers.engine.fast_copy import clear_fast_copies, fast_copy
+
+    warnings.filterwarnings("ignore", module="captum")
+    model = loaded.model
+    cap_model = copy.deepcopy(model)
+    for module in cap_model.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    # A photo outside the sample set: the cat, mirrored.
+    x = loaded.preprocess(photo_variant("chelsea", "mirror"))
+    with torch.inference_mode():
+        target = int(model(x).argmax())
+    zeros = torch.zeros_like(x)
+    one_pass = {
+        "DeepLIFT": lambda: xh.deeplift(model, x, target),
+        "captum DeepLift": lambda: DeepLift(cap_model).attribute(x, baselines=zeros, target=target),
+        "Guided Backprop": lambda: xh.guided_backprop(model, x, target),
+        "captum GuidedBackprop": lambda: GuidedBackprop(cap_model).attribute(x, target=target),
+    }
+    ig = {
+        "Integrated Gradients": lambda: xh.integrated_gradients(model, x, target, steps=50, return_delta=True),
+        "captum IG, internal_batch_size=10": lambda: IntegratedGradients(cap_model).attribute(
+            x, target=target, n_steps=50, internal_batch_size=10, return_convergence_delta=True),
+        "captum IG, internal_batch_size=None": lambda: IntegratedGradients(cap_model).attribute(
+            x, target=target, n_steps=50, return_convergence_delta=True),
+    }
+    for fn in [*one_pass.values(), *ig.values()]:
+        fn()
+    times, _ = interleaved(one_pass, repeats, device)
+    ig_times, ig_outs = interleaved(ig, max(3, repeats // 4), device)
+    gaps = {k: float(out[1].abs().max()) for k, out in ig_outs.items()}
+    best_captum = min((k for k in ig if k.startswith("captum")), key=lambda k: ig_times[k])
+
+    # The fast copy: built on the first call, checked and reused on the others.
+    def build():
+        clear_fast_copies()
+        return fast_copy(model, x)
+
+    def reuse():
+        return fast_copy(model, x)
+
+    reuse()
+    copy_times, _ = interleaved({"build": build, "reuse": reuse}, repeats, device)
+    clear_fast_copies()
+    first, _ = timed(lambda: xh.score_cam(model, x, loaded.target_layer, target), device)
+    again, _ = timed(lambda: xh.score_cam(model, x, loaded.target_layer, target), device)
+
+    dl, gb = times["captum DeepLift"] / times["DeepLIFT"], times["captum GuidedBackprop"] / times["Guided Backprop"]
+    ig_ratio = ig_times[best_captum] / ig_times["Integrated Gradients"]
+    lines = [ENGINE_MARKER, "",
+             f"Measured {datetime.date.today().isoformat()} on {machine_details(device)}. The mirrored `chelsea` "
+             f"(a photo outside the sample set), target {target} '{loaded.categories[target]}', batch 1; medians of "
+             f"{repeats} interleaved runs ({max(3, repeats // 4)} for Integrated Gradients). captum runs on a copy "
+             "with out-of-place activations.", "",
+             "| ours | time | captum | time | captum / ours |", "|---|---|---|---|---|",
+             f"| DeepLIFT | {duration(times['DeepLIFT'])} | DeepLift | {duration(times['captum DeepLift'])} | {dl:.2f} |",
+             f"| Guided Backprop | {duration(times['Guided Backprop'])} | GuidedBackprop | "
+             f"{duration(times['captum GuidedBackprop'])} | {gb:.2f} |", "",
+             "Integrated Gradients, 50 Gauss-Legendre points each (captum's default rule), zero reference; the "
+             "completeness gap is max |sum(IG) - (F(x) - F(x'))| in logits:", "",
+             "| call | time | completeness gap |", "|---|---|---|"]
+    for name in ig:
+        lines.append(f"| {name} | {duration(ig_times[name])} | {gaps[name]:.4f} |")
+    lines += ["",
+              f"Building the fast copy (deep copy, BatchNorm folded, checked): {duration(copy_times['build'])}; "
+              f"reusing it (fingerprint, value comparison, one checking pass): {duration(copy_times['reuse'])}. "
+              f"Score-CAM of the mirrored cat, first call {duration(first)}, second call {duration(again)}.", "",
+              "| target | measured | met |", "|---|---|---|",
+              f"| DeepLIFT at least as fast as captum's | {dl:.2f} | {'yes' if dl >= 1 else 'no'} |",
+              f"| Guided Backprop at least as fast as captum's | {gb:.2f} | {'yes' if gb >= 1 else 'no'} |",
+              f"| Integrated Gradients >= 1.25x faster than captum's best setting ({best_captum.split(', ')[1]}) | "
+              f"{ig_ratio:.2f} | {'yes' if ig_ratio >= 1.25 else 'no'} |",
+              f"| ... at an equal or smaller completeness gap | ours {gaps['Integrated Gradients']:.4f}, captum "
+              f"{gaps[best_captum]:.4f} | {'yes' if gaps['Integrated Gradients'] <= gaps[best_captum] * 1.001 else 'no'} |",
+              ""]
+    return lines
+
+
+def replace_section(path: Path, marker: str, lines: list[str]) -> None:
+    """Put ``lines`` (starting with ``marker``) in place of that section of ``path``, or append them."""
+    text = path.read_text() if path.exists() else ""
+    section = "\n".join(lines)
+    if marker in text:
+        start = text.index(marker)
+        end = text.find("\n## ", start + len(marker))
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end != -1 else "\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -416,6 +518,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="results file (default benchmarks/RESULTS[-cuda].md)")
     parser.add_argument("--memory-only", action="store_true", help="only the Score-CAM memory test (printed, not written)")
     parser.add_argument("--captum-only", action="store_true", help="only the captum section, replaced in the results file")
+    parser.add_argument("--engine-only", action="store_true", help="only the engine section, replaced in the results file")
     args = parser.parse_args(argv)
     if args.memory_only:
         print("\n".join(memory_table(torch.device("cpu"))))
@@ -423,12 +526,14 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     fast_repeats, slow_repeats = (3, 1) if args.quick else (7, 3)
     out = Path(args.out) if args.out else HERE / ("RESULTS.md" if device.type == "cpu" else f"RESULTS-{device.type}.md")
-    if args.captum_only:
-        section = captum_section(xh.load_model(device=device), device, fast_repeats, slow_repeats - 1 or 1, args.quick)
+    if args.captum_only or args.engine_only:
+        loaded = xh.load_model(device=device)
+        if args.captum_only:
+            section, marker = captum_section(loaded, device, fast_repeats, slow_repeats - 1 or 1, args.quick), CAPTUM_MARKER
+        else:
+            section, marker = engine_section(loaded, device, 5 if args.quick else 21), ENGINE_MARKER
         print("\n".join(section))
-        old = out.read_text() if out.exists() else ""
-        head = old.split(CAPTUM_MARKER)[0].rstrip("\n")
-        out.write_text((head + "\n\n" if head else "") + "\n".join(section) + "\n")
+        replace_section(out, marker, section)
         print(f"wrote {out}")
         return 0
 
@@ -467,7 +572,7 @@ def main(argv=None) -> int:
         x = loaded.preprocess(name)
         with torch.inference_mode():
             target = int(model(x).argmax())
-        activation, _ = forward_with_capture(model, x, layer, grad=False)
+        activation = layer_pass(model, x, layer, gradient=False).activation
         live = int(live_channels(activation).sum())
         size = x.shape[-2:]
 
@@ -611,6 +716,8 @@ def main(argv=None) -> int:
     row("Score-CAM <= 1.25x its physical limit", t, max(v) <= 1.25)
     report()
     for line in captum_section(loaded, device, fast_repeats, slow_repeats - 1 or 1, args.quick):
+        report(line)
+    for line in engine_section(loaded, device, 5 if args.quick else 21):
         report(line)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")

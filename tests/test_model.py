@@ -5,7 +5,11 @@ import torch
 from torch import nn
 
 import xai_helpers as xh
-from xai_helpers.course.model import RESNET50_FILES, EfficientNetLite0, efficientnet_lite0_weights_path
+from xai_helpers.course.model import (
+    RESNET50_FILES,
+    EfficientNetLite0,
+    efficientnet_lite0_weights_path,
+)
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 # What a person sees in each photo; the model's top-1 must be one of these.

@@ -50,10 +50,32 @@ def test_ci_runs_readme_test_command():
     assert re.search(r"^python3 dev\.py test\b", ci, re.M)
 
 
-def test_readme_table_is_lesson_06s_output():
+def test_generated_tables_are_up_to_date():
+    """docs/methods.md from the registry, docs/evaluation.md from lesson 06, the README's lesson times."""
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme_table.py"), "--check"],
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_tables.py"), "--check"],
                             capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_stale_table_is_caught(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_tables", ROOT / "scripts" / "update_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    doc = tmp_path / "methods.md"
+    doc.write_text("<!-- BEGIN GENERATED: methods (x) -->\n| stale |\n<!-- END GENERATED: methods -->\n")
+    monkeypatch.setattr(tables, "BLOCKS", {doc: {"methods": tables.methods_table}})
+    assert tables.main(["--check"]) == 1
+    assert tables.main([]) == 0 and tables.main(["--check"]) == 0
+    assert "| `\"Grad-CAM\"` |" in doc.read_text()
+
+
+def test_the_front_page_stays_short():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme) < 8000, len(readme)
+    for link in ("docs/methods.md", "docs/protocol.md", "docs/evaluation.md", "docs/teaching.md"):
+        assert link in readme and (ROOT / link).is_file()

@@ -11,12 +11,14 @@
 ``heatmaps``       min-max scaling, the CAM finishing order, pixel-map reductions
 ``references``     the reference input x' of a method
 ``progress``       a tqdm bar or a callback
+``model_traits``   what a model's structure implies: batch statistics, tie-breaking max pooling
 ``fast_copy``      the cached, verified private copy (BatchNorm folded, channels_last)
 ``scorer``         the one batched loop for multi-pass methods and metrics
 =================  ===============================================================
 """
 
-from .fast_copy import clear_fast_copies, copy_without_hooks, fast_copy, fold_batchnorm, uses_batch_statistics
+from .fast_copy import clear_fast_copies, copy_without_hooks, fast_copy, fold_batchnorm
+from .model_traits import breaks_ties, uses_batch_statistics
 from .feature_maps import ReshapeTransform, fits_input, nhwc_to_nchw, to_feature_map, tokens_to_grid
 from .forward import model_output
 from .heatmaps import evidence_heatmap, finish, minmax, normalize_per_image, saliency_heatmap
@@ -37,6 +39,7 @@ __all__ = [
     "SCORES",
     "Scorer",
     "Target",
+    "breaks_ties",
     "check_input",
     "check_layer",
     "check_submodule",

@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .hooks import evaluating, iter_modules, model_lock
+from .model_traits import breaks_ties, uses_batch_statistics
 from .targets import select_output
 
 __all__ = [
@@ -51,14 +52,6 @@ __all__ = [
     "clear_fast_copies",
     "fast_copy_stats",
 ]
-
-
-def uses_batch_statistics(model: nn.Module) -> bool:
-    """True if some BatchNorm normalises with the batch's own statistics even in eval mode
-    (``track_running_stats=False``): then an image's output depends on the rest of its batch."""
-    return any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is None for m in iter_modules(model)
-    )
 
 
 def _foldable(module: nn.Module) -> bool:
@@ -274,7 +267,10 @@ def _remember(model: nn.Module, variant: str, net: nn.Module) -> None:
 
 def _build(model: nn.Module, x: torch.Tensor, reference: torch.Tensor, variant: str, who: str):
     """The fastest candidate that agrees with ``reference``, and whether it may be cached."""
-    fast = fold_batchnorm(model, x).to(memory_format=torch.channels_last)
+    fast = fold_batchnorm(model, x)
+    if variant == "inference" or not breaks_ties(model):
+        # Not for gradients through max pooling: which of equal maxima gets the gradient depends on the layout.
+        fast = fast.to(memory_format=torch.channels_last)
     changed = _set_inplace(fast, variant == "inference")
     channels_last = x.contiguous(memory_format=torch.channels_last)
     if _agree(reference, fast, channels_last):

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .fast_copy import uses_batch_statistics
+from .model_traits import uses_batch_statistics
 from .feature_maps import ReshapeTransform, to_feature_map
-from .forward import check_output, readable_model_errors
+from .forward import check_output, readable_model_errors, with_input_layout
 from .hooks import LayerCapture, evaluating
 from .inputs import check_input
 from .targets import Target, select_output, target_scores
@@ -44,18 +44,20 @@ class LayerPass:
 
 def _capture(model: nn.Module, chunk: torch.Tensor, layer: nn.Module, grad: bool):
     with readable_model_errors(chunk):
-        return _capture_unchecked(model, chunk, layer, grad)
+        activation, output = with_input_layout(model, chunk, lambda inputs: _capture_once(model, inputs, layer, grad),
+                                               differentiable=grad)
+    return activation, check_output(output, chunk.shape[0])
 
 
-def _capture_unchecked(model: nn.Module, chunk: torch.Tensor, layer: nn.Module, grad: bool):
+def _capture_once(model: nn.Module, inputs: torch.Tensor, layer: nn.Module, grad: bool):
     if grad:
         # inference_mode(False): the methods also run inside a caller's inference_mode block.
         with torch.inference_mode(False), torch.no_grad(), LayerCapture(layer, grad=True) as cap:
-            output = select_output(model(chunk.clone()))
+            output = select_output(model(inputs))
     else:
         with torch.inference_mode(), LayerCapture(layer) as cap:
-            output = select_output(model(chunk.clone()))
-    return cap.check(), check_output(output, chunk.shape[0])
+            output = select_output(model(inputs))
+    return cap.check(), output
 
 
 def layer_pass(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,

@@ -33,7 +33,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .fast_copy import fast_copy, uses_batch_statistics
+from .fast_copy import fast_copy
+from .model_traits import breaks_ties, uses_batch_statistics
 from .forward import check_output, model_output
 from .hooks import evaluating
 from .inputs import batch_size_value, check_input, choice
@@ -157,7 +158,8 @@ class Scorer:
         rows_all, cols_all = self._jobs(counts)
         total = rows_all.numel()
         net = self._network(counts, differentiable=True)
-        layout = torch.channels_last if net is not self.model else torch.contiguous_format
+        # Gradients through max pooling keep the contiguous layout (engine.model_traits.breaks_ties).
+        layout = torch.channels_last if net is not self.model and not breaks_ties(self.model) else torch.contiguous_format
         with progress_bar(self.progress, total, self.desc) as advance, evaluating(net), \
                 torch.inference_mode(False), torch.enable_grad():
             acc = torch.zeros(self.x.shape, dtype=torch.float64, device=self.x.device)

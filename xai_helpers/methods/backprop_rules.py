@@ -32,9 +32,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..engine import ReshapeTransform, Target, check_input, evaluating, input_gradient, layer_pass, make_reference
-from ..engine.forward import model_output
+from ..engine.model_traits import uses_batch_statistics
+from ..engine.forward import check_output, readable_model_errors, with_input_layout
 from ..engine.inputs import flag, number
-from ..engine.targets import class_scores, target_scores
+from ..engine.targets import class_scores, select_output, target_scores
 from .grad_cam import grad_cam_sum
 
 __all__ = ["NONLINEARITIES", "guided_mode", "deeplift", "guided_backprop", "guided_grad_cam"]
@@ -81,32 +82,48 @@ def _derivative(f, z: torch.Tensor) -> torch.Tensor:
 
 
 def _slope_function(twin, bound):
-    """z -> f'(z): closed forms for the rectifiers (the common case, and cheap), autograd otherwise."""
+    """z -> f'(z) for the rectifiers, by PyTorch's fused backward kernels applied to ones (one pass);
+    None for other functions (autograd then differentiates them)."""
+    times_slope, _ = _times_slope_function(twin, bound, None)
+    if twin not in (F.relu, torch.relu, F.relu6, F.hardtanh):
+        return None
+    return lambda z: times_slope(torch.ones((), dtype=z.dtype, device=z.device).expand_as(z), z)
+
+
+def _times_slope_function(twin, bound, f):
+    """((grad, saved) -> grad * f'(z), whether ``saved`` is the output y rather than z).
+
+    The rectifiers use PyTorch's own fused backward kernels on their output
+    (0 < y < 6 exactly where 0 < z < 6); other functions differentiate f by
+    autograd at z.
+    """
     if twin in (F.relu, torch.relu):
-        return lambda z: (z > 0).to(z.dtype)
+        return (lambda grad, y: torch.ops.aten.threshold_backward(grad, y, 0.0)), True
     if twin in (F.relu6, F.hardtanh):
         if twin is F.relu6:
             lo, hi = 0.0, 6.0
         else:
             args = bound.arguments if bound is not None else {}
             lo, hi = float(args.get("min_val", -1.0)), float(args.get("max_val", 1.0))
-        return lambda z: ((z > lo) & (z < hi)).to(z.dtype)
-    return None
+        return (lambda grad, y: torch.ops.aten.hardtanh_backward(grad, y, lo, hi)), True
+    return (lambda grad, z: grad * _derivative(f, z)), False
 
 
 class _Guided(torch.autograd.Function):
     """y = f(z); backward: f'(z) * ReLU(grad_y) (Springenberg et al. 2015, Fig. 1)."""
 
     @staticmethod
-    def forward(ctx, z, f, slope):
+    def forward(ctx, z, f, times_slope, from_output):
         y = f(z)
-        ctx.save_for_backward(slope(z))
+        # z itself may be overwritten next (an in-place activation): keep y, or a copy of z.
+        ctx.save_for_backward(y if from_output else z.detach().clone())
+        ctx.times_slope = times_slope
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        (m,) = ctx.saved_tensors
-        return m * grad_y.clamp_min(0), None, None
+        (saved,) = ctx.saved_tensors
+        return ctx.times_slope(grad_y.clamp_min(0), saved), None, None, None
 
 
 class _Rescale(torch.autograd.Function):
@@ -116,10 +133,11 @@ class _Rescale(torch.autograd.Function):
     def forward(ctx, z, z0, y0, f, slope, eps):
         y = f(z)
         dz = z - z0
-        small = dz.abs() < eps
-        m = (y - y0) / torch.where(small, torch.ones_like(dz), dz)
-        if bool(small.any()):  # the limit of dy/dz as dz -> 0 is the ordinary derivative
-            m = torch.where(small, slope(z), m)
+        m = (y - y0).div_(dz)  # inf or NaN where dz = 0: replaced below
+        dz = dz.abs_()
+        # One cheap reduction first: the mask is built only where some |dz| is that small (rare).
+        if bool(dz.amin() < eps):  # the limit of dy/dz as dz -> 0 is the ordinary derivative
+            m = torch.where(dz < eps, slope(z), m)
         ctx.save_for_backward(m)
         return y
 
@@ -145,10 +163,10 @@ class _Calls(TorchFunctionMode):
             in_place = in_place or bool(bound.arguments["inplace"])
             bound.arguments["inplace"] = False
         f = partial(lambda b, t: twin(t, *b.args[1:], **b.kwargs), bound) if bound is not None else twin
-        y = self.apply(z, f, twin, bound)
+        y = self.apply(z, f, twin, bound, in_place)
         return z.copy_(y) if in_place else y
 
-    def apply(self, z, f, twin, bound):  # pragma: no cover - overridden
+    def apply(self, z, f, twin, bound, in_place):  # pragma: no cover - overridden
         raise NotImplementedError
 
 
@@ -156,9 +174,8 @@ class guided_mode(_Calls):
     """Within this context, every nonlinearity backpropagates by Guided Backpropagation's rule,
     grad_in = f'(z) * ReLU(grad_out)."""
 
-    def apply(self, z, f, twin, bound):
-        slope = _slope_function(twin, bound) or (lambda t: _derivative(f, t))
-        return _Guided.apply(z, f, slope)
+    def apply(self, z, f, twin, bound, in_place):
+        return _Guided.apply(z, f, *_times_slope_function(twin, bound, f))
 
 
 class _record_mode(_Calls):
@@ -168,9 +185,12 @@ class _record_mode(_Calls):
         super().__init__()
         self.records: list[tuple[torch.Tensor, torch.Tensor, object]] = []
 
-    def apply(self, z, f, twin, bound):
+    def apply(self, z, f, twin, bound, in_place):
         y = f(z)
-        self.records.append((z.detach().clone(), y.detach(), twin))
+        # An in-place call overwrites z next: keep a copy; otherwise keep z and its version, to notice a
+        # later in-place change of it (which would make the recorded reference wrong).
+        kept = z.detach().clone() if in_place else z.detach()
+        self.records.append((kept, kept._version, y.detach(), twin))
         return y
 
 
@@ -181,12 +201,15 @@ class _rescale_mode(_Calls):
         super().__init__()
         self.records, self.eps, self.position = records, eps, 0
 
-    def apply(self, z, f, twin, bound):
+    def apply(self, z, f, twin, bound, in_place):
         if self.position >= len(self.records):
             raise ValueError("the model's forward called more nonlinearities on the image than on the reference; "
                              "DeepLIFT needs the same path through the network for both")
-        z0, y0, twin0 = self.records[self.position]
+        z0, version, y0, twin0 = self.records[self.position]
         self.position += 1
+        if z0._version != version:
+            raise ValueError("the model changed a nonlinearity's input in place after the call, so the reference's "
+                             "values are lost; DeepLIFT needs a model that leaves those inputs alone")
         if twin0 is not twin or z0.shape != z.shape:
             raise ValueError("the model's forward took a different path on the image than on the reference "
                              f"(call {self.position}: {getattr(twin, '__name__', twin)} on {tuple(z.shape)}); "
@@ -236,18 +259,39 @@ def deeplift(
     x0 = make_reference(x, reference)
     eps = number("eps", eps, low=0.0, low_open=True)
     flag("return_delta", return_delta)
-    with evaluating(model):
+    n = x.shape[0]
+    chunks = [slice(i, i + 1) for i in range(n)] if n > 1 and uses_batch_statistics(model) else [slice(0, n)]
+
+    def record(inputs):
         recorder = _record_mode()
-        with torch.inference_mode(False), torch.no_grad(), recorder:
-            reference_output = model_output(model, x0)
-        with torch.inference_mode(False), torch.enable_grad():
-            leaf = x.detach().clone().requires_grad_(True)
-            rescale = _rescale_mode(recorder.records, eps)
+        with recorder:
+            return select_output(model(inputs)), recorder.records
+
+    def rescaled(records):
+        def attempt(inputs):
+            rescale = _rescale_mode(records, eps)
             with rescale:
-                output = model_output(model, leaf)
-            if rescale.position != len(recorder.records):
+                output = select_output(model(inputs))
+            if rescale.position != len(records):
                 raise ValueError("the model's forward called fewer nonlinearities on the image than on the "
                                  "reference; DeepLIFT needs the same path through the network for both")
+            return output
+        return attempt
+
+    with evaluating(model), readable_model_errors(x):
+        # The reference first, without autograd, recording every nonlinearity's input and output; then the
+        # image, differentiated, each nonlinearity reading its reference back (image by image for a model
+        # whose BatchNorm uses batch statistics, so that no image depends on its neighbours).
+        with torch.inference_mode(False), torch.enable_grad():
+            leaf = x.detach().clone().requires_grad_(True)
+            outputs, references = [], []
+            for chunk in chunks:
+                with torch.no_grad():
+                    reference_output, records = with_input_layout(model, x0[chunk], record)
+                references.append(reference_output)
+                outputs.append(with_input_layout(model, leaf[chunk], rescaled(records)))
+            output = check_output(torch.cat(outputs), n)
+            reference_output = check_output(torch.cat(references), n)
             scores, classes = target_scores(target, output)
             if not scores.requires_grad:
                 raise ValueError("the target's score does not depend on the input; check the model and the target")

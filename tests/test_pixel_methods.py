@@ -1,9 +1,4 @@
-"""Values computed by hand, and identities, for the methods of lessons 08-10.
-
-The oracle comparisons with captum are in test_captum_oracles.py; the side
-effects and input checks every registered method shares are in
-test_side_effects.py and test_bad_input.py.
-"""
+"""The methods that attribute to pixels or superpixels (lessons 08-10): gradients, perturbations, surrogates, by hand and by identity."""
 
 from __future__ import annotations
 
