@@ -119,10 +119,11 @@ def main(argv: list[str]) -> int:
     for path, blocks in BLOCKS.items():
         new = render(path, blocks)
         if new != path.read_text():
-            stale.append(path.relative_to(ROOT))
+            shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            stale.append(shown)
             if "--check" not in argv:
                 path.write_text(new)
-                print(f"updated {path.relative_to(ROOT)}")
+                print(f"updated {shown}")
     if "--check" in argv and stale:
         print(f"generated tables are out of date in {', '.join(map(str, stale))}; run python3 dev.py tables")
         return 1

@@ -406,3 +406,32 @@ def test_fold_pairs_only_pairs_a_conv_with_the_bn_that_reads_its_unchanged_outpu
     torch.testing.assert_close(heat[0], naive_score_cam(model, x, model.bn3, 2), rtol=1e-4, atol=1e-5)
 
 
+
+
+# --- DeepLIFT's kept reference pass --------------------------------------------------------
+
+
+def test_deeplift_keeps_its_reference_pass_while_the_model_is_unchanged(counted):
+    from xai_helpers.engine import model_cache
+
+    model_cache.clear()
+    first = xh.deeplift(counted, X, [1, 2])
+    Counter.seen.clear()
+    again = xh.deeplift(counted, X, [1, 2])
+    assert Counter.seen == [2]  # the image's pass only: one shared reference row, kept from the first call
+    torch.testing.assert_close(again, first)
+    counted.conv.weight.data.mul_(-1)  # no version counter moves
+    Counter.seen.clear()
+    changed = xh.deeplift(counted, X, [1, 2])
+    assert Counter.seen == [1, 2]  # the reference again, then the image
+    fresh = xh.deeplift(copy.deepcopy(counted), X, [1, 2])
+    torch.testing.assert_close(changed, fresh)
+    assert not torch.allclose(changed, first)
+
+
+def test_deeplift_with_one_reference_row_equals_a_row_per_image(counted):
+    reference = torch.randn(3, 12, 12, generator=torch.Generator().manual_seed(5))
+    shared, delta = xh.deeplift(counted, X, [1, 2], reference=reference, return_delta=True)
+    rows = torch.cat([xh.deeplift(counted, X[i : i + 1], t, reference=reference) for i, t in enumerate([1, 2])])
+    torch.testing.assert_close(shared, rows, rtol=1e-4, atol=1e-6)
+    assert delta.abs().max() < 1e-4  # summation-to-delta holds with the shared reference

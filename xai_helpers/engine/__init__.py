@@ -12,11 +12,13 @@
 ``references``     the reference input x' of a method
 ``progress``       a tqdm bar or a callback
 ``model_traits``   what a model's structure implies: batch statistics, tie-breaking max pooling
+``model_cache``    what is derived from a model, kept and verified before every reuse
 ``fast_copy``      the cached, verified private copy (BatchNorm folded, channels_last)
 ``scorer``         the one batched loop for multi-pass methods and metrics
 =================  ===============================================================
 """
 
+from . import model_cache
 from .fast_copy import clear_fast_copies, copy_without_hooks, fast_copy, fold_batchnorm
 from .model_traits import breaks_ties, uses_batch_statistics
 from .feature_maps import ReshapeTransform, fits_input, nhwc_to_nchw, to_feature_map, tokens_to_grid
@@ -57,6 +59,7 @@ __all__ = [
     "iter_modules",
     "layer_pass",
     "make_reference",
+    "model_cache",
     "minmax",
     "model_lock",
     "model_output",

@@ -9,14 +9,11 @@ private copy can make each pass cheaper without touching the caller's model:
 * for inference passes, activations switched to in-place;
 * none of the caller's hooks (a logger must not fire hundreds of times).
 
-**Cached and verified.** Building the copy costs a deep copy and a pass, so
-one copy per model and variant is kept (weakly: it goes when the model goes).
-Before it is reused, the cache checks that nothing it was built from has
-changed: the module tree (names, types, identities), every module's public
-attributes (``inplace``, ``eps``, a patched ``forward``, ...), and every
-parameter's and buffer's identity, storage, version counter and *values*
-(against a snapshot, so even a change through ``.data`` is seen). Anything
-changed: the copy is rebuilt.
+**Cached and verified.** Building the copy costs a deep copy and two passes,
+so one copy per model and variant is kept by :mod:`~xai_helpers.engine.model_cache`,
+which checks before every reuse that nothing it was built from has changed
+(the module tree, the modules' attributes, the parameters' and buffers'
+identities, versions and values). Anything changed: the copy is rebuilt.
 
 **Checked on every call.** Whatever the cache says, the copy's output on the
 call's real input is compared with the model's own output before any pass
@@ -32,14 +29,13 @@ candidate is tried, each fallback announced with a ``RuntimeWarning``:
 from __future__ import annotations
 
 import copy
-import threading
 import warnings
-import weakref
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from . import model_cache
 from .hooks import evaluating, iter_modules, model_lock
 from .model_traits import breaks_ties, uses_batch_statistics
 from .targets import select_output
@@ -177,62 +173,12 @@ def _agree(reference: torch.Tensor, other: nn.Module, x: torch.Tensor) -> bool:
     return torch.allclose(result.float(), reference, rtol=1e-3, atol=1e-3 * float(scale))
 
 
-# ---------------------------------------------------------------- the cache and its fingerprint
-
-_PRIMITIVES = (int, float, str, bool, bytes, type(None))
+# ---------------------------------------------------------------- building and caching
 
 
-def _attribute_key(value):
-    if isinstance(value, _PRIMITIVES):
-        return value
-    if isinstance(value, (tuple, list)) and all(isinstance(v, _PRIMITIVES) for v in value):
-        return (type(value).__name__, tuple(value))
-    if isinstance(value, torch.Tensor):
-        return ("tensor", id(value), value.data_ptr(), value._version)
-    return ("object", id(value))
-
-
-def _fingerprint(model: nn.Module) -> tuple:
-    """What the copy was built from, apart from tensor values: tree, attributes, tensor identities."""
-    parts = []
-    for name, module in model.named_modules(remove_duplicate=False):
-        attributes = tuple(sorted((k, _attribute_key(v)) for k, v in vars(module).items()
-                                  if not k.startswith("_") and k != "training"))
-        tensors = tuple(
-            (key, id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device) if t is not None else (key, None)
-            for key, t in (*module._parameters.items(), *module._buffers.items())
-        )
-        parts.append((name, type(module), id(module), attributes, tensors))
-    return tuple(parts)
-
-
-def _tensors(model: nn.Module) -> list[torch.Tensor]:
-    return [t for m in model.modules() for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
-
-
-def _values_unchanged(model: nn.Module, snapshot: list[torch.Tensor]) -> bool:
-    current = _tensors(model)
-    if len(current) != len(snapshot):
-        return False
-    with torch.no_grad():
-        for now, then in zip(current, snapshot):
-            # equal_nan: a NaN weight that was NaN before has not changed.
-            if now.shape != then.shape or not torch.equal(now, then) and not (
-                    now.is_floating_point() and torch.allclose(now, then, rtol=0, atol=0, equal_nan=True)):
-                return False
-    return True
-
-
-class _Entry:
-    __slots__ = ("fingerprint", "snapshot", "copy")
-
-    def __init__(self, fingerprint, snapshot, copy_):
-        self.fingerprint, self.snapshot, self.copy = fingerprint, snapshot, copy_
-
-
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, _Entry]]" = weakref.WeakKeyDictionary()
-_STATS = {"built": 0, "reused": 0}
-_STATS_LOCK = threading.Lock()
+def clear_fast_copies() -> None:
+    """Forget every cached copy (and everything else derived from models; see ``engine.model_cache``)."""
+    model_cache.clear()
 
 
 def fast_copy_stats() -> dict[str, int]:
@@ -240,29 +186,7 @@ def fast_copy_stats() -> dict[str, int]:
     return dict(_STATS)
 
 
-def clear_fast_copies() -> None:
-    """Forget every cached copy (they are rebuilt on demand)."""
-    _CACHE.clear()
-
-
-def _count(key: str) -> None:
-    with _STATS_LOCK:
-        _STATS[key] += 1
-
-
-def _cached(model: nn.Module, variant: str) -> nn.Module | None:
-    entry = _CACHE.get(model, {}).get(variant)
-    if entry is None:
-        return None
-    if entry.fingerprint != _fingerprint(model) or not _values_unchanged(model, entry.snapshot):
-        del _CACHE[model][variant]
-        return None
-    return entry.copy
-
-
-def _remember(model: nn.Module, variant: str, net: nn.Module) -> None:
-    snapshot = [t.detach().clone() for t in _tensors(model)]
-    _CACHE.setdefault(model, {})[variant] = _Entry(_fingerprint(model), snapshot, net)
+_STATS = {"built": 0, "reused": 0}
 
 
 def _build(model: nn.Module, x: torch.Tensor, reference: torch.Tensor, variant: str, who: str):
@@ -306,19 +230,26 @@ def fast_copy(model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None 
     checks; the result is a private copy unless every candidate failed.
     """
     variant = "differentiable" if differentiable else "inference"
+    key = ("fast copy", variant)
     with model_lock(model):
         if reference is None:
             with torch.inference_mode(), evaluating(model):
                 reference = select_output(model(x.clone()))
-        net = _cached(model, variant)
-        if net is not None:
-            probe = x.contiguous(memory_format=torch.channels_last) if net is not model else x
-            if _agree(reference, net, probe):
-                _count("reused")
-                return net
-            del _CACHE[model][variant]
-        net, cacheable = _build(model, x, reference, variant, who)
-        _count("built")
-        if cacheable:
-            _remember(model, variant, net)
-        return net
+        built = []
+
+        def derive():
+            built.append(True)
+            return _build(model, x, reference, variant, who)
+
+        net = model_cache.cached(model, key, derive)
+        if built:
+            _STATS["built"] += 1
+            return net
+        # Reused: the per-call check, on this call's real input.
+        probe = x.contiguous(memory_format=torch.channels_last) if net is not model else x
+        if _agree(reference, net, probe):
+            _STATS["reused"] += 1
+            return net
+        model_cache.forget(model, key)
+        _STATS["built"] += 1
+        return model_cache.cached(model, key, lambda: _build(model, x, reference, variant, who))
