@@ -16,6 +16,11 @@ from __future__ import annotations
 
 import datetime
 import json
+
+try:
+    import fcntl
+except ImportError:  # Windows: one run at a time
+    fcntl = None
 import os
 import platform
 import sys
@@ -50,10 +55,14 @@ def cpu() -> str:
 
 
 def record(name: str, seconds: float) -> None:
-    times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
-    times[name] = {"seconds": round(seconds, 1), "measured": datetime.date.today().isoformat(),
-                   "machine": f"{cpu()}, {os.cpu_count()} logical CPUs"}
-    TIMES.write_text(json.dumps(dict(sorted(times.items())), indent=1) + "\n")
+    # Several runs may record at once (a lock file makes the read-modify-write one at a time).
+    with open(TIMES.with_suffix(".lock"), "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+        times[name] = {"seconds": round(seconds, 1), "measured": datetime.date.today().isoformat(),
+                       "machine": f"{cpu()}, {os.cpu_count()} logical CPUs"}
+        TIMES.write_text(json.dumps(dict(sorted(times.items())), indent=1) + "\n")
 
 
 def main(args: list[str]) -> int:

@@ -482,3 +482,38 @@ def test_probability_and_logit_from_the_same_passes():
     torch.testing.assert_close(both["logit"]["a"]["y"], logits.gather(1, logits.argmax(1, keepdim=True))[:, 0].detach())
 
 
+
+
+# --- the sanity-check protocol (lessons 07 and 09 share it) ---------------------------------
+
+
+def test_sanity_measures_and_verdict_rule():
+    from xai_helpers.metrics import sanity
+
+    a = torch.linspace(-1, 1, 64).reshape(1, 8, 8).double()
+    same = sanity.similarity(a, a)
+    assert same == pytest.approx({"spearman": 1.0, "spearman |·|": 1.0, "ssim": 1.0})
+    flipped = sanity.similarity(a, -a)
+    assert flipped["spearman"] == pytest.approx(-1.0) and flipped["spearman |·|"] == pytest.approx(1.0)
+    # The rule: every measure's mean below 0.5.
+    assert sanity.verdict({"spearman": 0.49, "spearman |·|": 0.1, "ssim": 0.2}) == "passes"
+    assert sanity.verdict({"spearman": 0.1, "spearman |·|": 0.1, "ssim": 0.5}) == "FAILS"
+
+
+def test_classifier_randomisation_separates_a_class_map_from_an_edge_map():
+    import xai_helpers as xh
+    from xai_helpers.metrics import sanity
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    methods = {"Grad-CAM": xh.METHODS["Grad-CAM"], "Sobel edges (baseline)": xh.METHODS["Sobel edges (baseline)"]}
+    before = model[4].weight.clone()
+    trials = sanity.classifier_randomisation(model, lambda m: m[4], methods, [(x, 2)], layer=lambda m: m[1],
+                                             seeds=(0, 1, 2, 3))
+    assert torch.equal(model[4].weight, before)  # the trained model is left alone
+    summary = sanity.summarise(trials)
+    assert summary["Sobel edges (baseline)"]["verdict"] == "FAILS" and summary["Sobel edges (baseline)"]["n"] == 4
+    assert summary["Sobel edges (baseline)"]["means"]["spearman"] == pytest.approx(1.0)
+    assert summary["Grad-CAM"]["means"]["spearman"] < 0.9  # random classifier rows reorder the map

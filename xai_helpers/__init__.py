@@ -22,6 +22,7 @@ This module is the public face: every name the lessons use is here.
 
 from . import engine, methods, metrics
 from .course import exercises, images, model, synthetic
+from .course.claims import ClaimError, claim
 from .course.exercises import check
 from .course.images import SAMPLES, load_image, sample_path
 from .course.model import LoadedModel, imagenet_categories, load_model
@@ -79,7 +80,7 @@ from .methods import (
     unregister,
 )
 from .metrics import confidence_kept
-from .ui import SAFE_CMAPS, Dashboard, DashboardState, dashboard, overlay, plot_overlays
+from .ui import SAFE_CMAPS, SIGNED_CMAP, Dashboard, DashboardState, dashboard, overlay, plot_overlays, plot_signed, signed_overlay
 
 __version__ = "0.3.0"
 
@@ -103,6 +104,8 @@ __all__ = [
     "cam",
     "centre_gaussian",
     "check",
+    "claim",
+    "ClaimError",
     "confidence_kept",
     "dashboard",
     "deeplift",
@@ -130,6 +133,9 @@ __all__ = [
     "occlusion",
     "overlay",
     "plot_overlays",
+    "plot_signed",
+    "signed_overlay",
+    "SIGNED_CMAP",
     "random_map",
     "register",
     "rise",

@@ -5,6 +5,8 @@
 ``images``    the sample photos and robust image loading
 ``synthetic`` the synthetic shapes with exact object masks, and their models
 ``exercises`` ``check(exercise_id, fn)``: hidden cases, named mistakes
+``answers``   interpretation exercises, checked against a lesson's own values
+``claims``    ``claim(...)``: a lesson's statement about its outputs, checked where it is made
 ============  ==============================================================
 """
 

@@ -603,14 +603,25 @@ def _train_mode_hint(exercise: Exercise, fn, case: dict, pristine: nn.Module) ->
     return None
 
 
-def check(exercise_id: str, fn) -> bool:
-    """Run ``fn`` on the exercise's hidden cases; print feedback; return True if every case passes.
+def check(exercise_id: str, fn, *context) -> bool:
+    """Check an exercise; print feedback; return True if it is right.
 
-    Never raises on a wrong answer (a stub's ``NotImplementedError`` is reported
-    as "not attempted yet"). An unknown ``exercise_id`` raises ``ValueError``.
+    A formula exercise (``EXERCISES``): ``fn`` is the learner's function, run on
+    the exercise's hidden cases. An interpretation exercise
+    (``xai_helpers.course.answers.ANSWERS``): ``fn`` is the learner's answer, and
+    ``context`` the lesson's measured values it is checked against.
+
+    Never raises on a wrong answer (a stub's ``NotImplementedError``, or an
+    answer left at ``None``, is reported as "not attempted yet"). An unknown
+    ``exercise_id`` raises ``ValueError``.
     """
+    from .answers import ANSWERS, run
+
+    if exercise_id in ANSWERS:
+        return run(ANSWERS[exercise_id], fn, context)
     if exercise_id not in EXERCISES:
-        raise ValueError(f"unknown exercise {exercise_id!r}; the exercises are: {', '.join(EXERCISES)}")
+        known = [*EXERCISES, *ANSWERS]
+        raise ValueError(f"unknown exercise {exercise_id!r}; the exercises are: {', '.join(known)}")
     exercise = EXERCISES[exercise_id]
     if not callable(fn):
         print(f"✗ {exercise_id}: pass your function itself, e.g. check({exercise_id!r}, my_function)")

@@ -7,6 +7,7 @@ similarity (the sanity checks) and the statistics to read them with.
 ``localisation``   the pointing game and the energy pointing game
 ``similarity``     Spearman's rho, SSIM and the signed unit scale of Adebayo et al. 2018
 ``statistics``     bootstrap intervals and Kendall's tau
+``sanity``         the model-parameter randomisation test, its measures and its verdict rule
 =================  ===============================================================
 
 Every metric that runs the model goes through the engine's batched scorer
@@ -30,6 +31,7 @@ from .faithfulness import (
 )
 from .localisation import energy_pointing_game, pointing_game
 from .removal import REFERENCES, gaussian_blur, keep_top_mask, noisy_linear_imputation, reference_image
+from . import sanity
 from .similarity import average_ranks, spearman, ssim, unit_signed
 from .statistics import bootstrap_ci, kendall_tau
 
@@ -57,6 +59,7 @@ __all__ = [
     "pointing_game",
     "reference_image",
     "road",
+    "sanity",
     "spearman",
     "ssim",
     "unit_signed",

@@ -8,6 +8,7 @@
 """
 
 from .dashboard import Dashboard, DashboardState, dashboard
-from .figures import SAFE_CMAPS, overlay, plot_overlays
+from .figures import SAFE_CMAPS, SIGNED_CMAP, overlay, plot_overlays, plot_signed, signed_overlay
 
-__all__ = ["Dashboard", "DashboardState", "SAFE_CMAPS", "dashboard", "overlay", "plot_overlays"]
+__all__ = ["Dashboard", "DashboardState", "SAFE_CMAPS", "SIGNED_CMAP", "dashboard", "overlay", "plot_overlays",
+           "plot_signed", "signed_overlay"]

@@ -3,6 +3,14 @@
 Heatmaps are drawn at the photo's own size: the (H, W) map in [0, 1] is
 resized (bilinearly) to the photo, coloured with a perceptually uniform
 colormap and alpha-blended onto it.
+
+Signed attributions (Gradient x Input, Integrated Gradients, DeepLIFT,
+Occlusion, LIME, Kernel SHAP, ...) are drawn as signed: :func:`signed_overlay`
+and :func:`plot_signed` use a diverging colour-blind-safe colormap centred on
+zero (orange for the class, purple against it, nothing at zero), clip the
+scale at a percentile of the absolute values (as captum's
+``visualize_image_attr(sign="all")`` does), and label the colourbar with the
+map's units.
 """
 
 from __future__ import annotations
@@ -15,10 +23,13 @@ from PIL import Image
 
 from ..course.images import load_image
 
-__all__ = ["overlay", "plot_overlays", "heat_to_numpy", "SAFE_CMAPS"]
+__all__ = ["overlay", "plot_overlays", "heat_to_numpy", "SAFE_CMAPS", "SIGNED_CMAP", "signed_map", "signed_limit",
+           "signed_overlay", "plot_signed"]
 
 # Perceptually uniform and readable with the common colour-vision deficiencies.
 SAFE_CMAPS = ("viridis", "cividis", "magma", "inferno", "plasma")
+# Diverging and colour-blind safe (ColorBrewer's purple-orange): orange for the class, purple against, white at 0.
+SIGNED_CMAP = "PuOr_r"
 
 
 def heat_to_numpy(heat) -> np.ndarray:
@@ -103,6 +114,113 @@ def plot_overlays(
         ax.axis("off")
     mappable = cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap=_colormap(cmap))
     fig.colorbar(mappable, ax=list(flat), fraction=0.025, pad=0.02, label="relevance (min-max scaled)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------- signed attributions
+
+
+def signed_map(attribution) -> np.ndarray:
+    """A signed attribution as one float64 (H, W) map: (H, W) as it is, (C, H, W) or (1, C, H, W) summed over
+    colour channels (a pixel's total contribution). Refuses NaN and inf."""
+    if isinstance(attribution, torch.Tensor):
+        attribution = attribution.detach().double().cpu().numpy()
+    a = np.asarray(attribution, dtype=np.float64)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3:
+        a = a.sum(0)
+    if a.ndim != 2:
+        raise ValueError(f"a signed attribution must be (H, W), (C, H, W) or (1, C, H, W), got shape {a.shape}; "
+                         "index the batch, e.g. raw[0]")
+    if not np.isfinite(a).all():
+        raise ValueError("the attribution contains NaN or inf; there is nothing meaningful to draw")
+    return a
+
+
+def signed_limit(a: np.ndarray, clip: float = 99.0) -> float:
+    """The symmetric colour limit v: the ``clip``-th percentile of |a| (outliers saturate); 1 for an all-zero map."""
+    if not 0 < clip <= 100:
+        raise ValueError(f"clip must be a percentile in (0, 100], got {clip!r}")
+    v = float(np.percentile(np.abs(a), clip))
+    if v == 0:
+        v = float(np.abs(a).max())
+    return v if v > 0 else 1.0
+
+
+def signed_overlay(image, attribution, clip: float = 99.0, alpha: float = 0.85, cmap: str = SIGNED_CMAP) -> Image.Image:
+    """A signed attribution on a greyscale copy of the photo, at the photo's size.
+
+    The map is scaled to [-1, 1] by :func:`signed_limit` (values beyond saturate),
+    coloured with the diverging ``cmap`` centred on zero, and blended with an
+    opacity that grows with |value|: zero leaves the photo as it is.
+    """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    photo = load_image(image)
+    a = signed_map(attribution)
+    scaled = np.clip(a / signed_limit(a, clip), -1, 1).astype(np.float32)
+    resized = np.asarray(Image.fromarray(scaled).resize(photo.size, Image.BILINEAR))
+    coloured = _colormap(cmap)((resized + 1) / 2)[..., :3]
+    grey = np.asarray(photo.convert("L").convert("RGB"), dtype=np.float32) / 255.0
+    weight = (alpha * np.abs(resized))[..., None]
+    blended = (1 - weight) * grey + weight * coloured
+    return Image.fromarray(np.round(blended * 255).astype(np.uint8))
+
+
+def plot_signed(
+    image,
+    attributions: Mapping[str, object],
+    units: str | Mapping[str, str] = "attribution",
+    clip: float = 99.0,
+    overlay_on_photo: bool = True,
+    cmap: str = SIGNED_CMAP,
+    title: str | None = None,
+    columns: int | None = None,
+    panel_size: float = 3.2,
+):
+    """Grid figure of signed attributions, one panel and one colourbar per map.
+
+    Args:
+        image: the photo.
+        attributions: ``{panel title: attribution}``, each (H, W), (C, H, W) or (1, C, H, W).
+        units: the colourbar label, one for all or one per title (e.g. "logit", "probability").
+        clip: percentile of |value| at which the colour saturates.
+        overlay_on_photo: draw on a greyscale copy of the photo; False draws the map alone.
+
+    Each map is scaled by its own limit ±v (the colourbar shows it): signed maps
+    of different methods have different units, so one shared scale would hide
+    most of them.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib import cm, colors
+
+    photo = load_image(image)
+    panels = len(attributions)
+    if panels == 0:
+        raise ValueError("attributions is empty: give at least one name -> signed map")
+    columns = columns or min(panels, 4)
+    rows = -(-panels // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(panel_size * columns * 1.25, panel_size * rows), squeeze=False)
+    flat: Sequence = axes.ravel()
+    for ax, (name, attribution) in zip(flat, attributions.items()):
+        a = signed_map(attribution)
+        v = signed_limit(a, clip)
+        if overlay_on_photo:
+            ax.imshow(signed_overlay(photo, a, clip=clip, cmap=cmap))
+        else:
+            ax.imshow(a, cmap=_colormap(cmap), vmin=-v, vmax=v)
+        ax.set_title(name, fontsize=10)
+        mappable = cm.ScalarMappable(norm=colors.Normalize(-v, v), cmap=_colormap(cmap))
+        label = units.get(name, "attribution") if isinstance(units, Mapping) else units
+        fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03, label=f"{label} (±{v:.2g}, clipped at {clip:g}%)")
+    for ax in flat:
+        ax.axis("off")
     if title:
         fig.suptitle(title)
     return fig

@@ -1,0 +1,5 @@
+"""Lesson 07's interpretation exercises."""
+
+from __future__ import annotations
+
+from .base import AnswerExercise, register  # noqa: F401
