@@ -97,11 +97,52 @@ def lessons_table() -> str:
     return "\n".join(rows)
 
 
+def times_table() -> str:
+    """The teacher's guide's run times: machine time (measured) and learner time (our estimate), per lesson."""
+    times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+    rows = ["| lesson | machine time (2 cores) | learner time (estimate) |", "|---|---|---|"]
+    for path in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
+        if path.name.startswith("00"):
+            continue
+        rows.append(f"| [{_title(path)}](../notebooks/{path.name}) | {_seconds(path.name, times)} | "
+                    f"{LEARNER_TIME.get(path.name[:2], '–')} |")
+    return "\n".join(rows)
+
+
+# The teacher's estimate of a lesson's classroom time (minutes); machine times are measured.
+LEARNER_TIME = {"01": "45 min", "02": "45 min", "03": "45 min", "04": "45 min", "05": "30 min", "06": "75 min",
+                "07": "45 min", "08": "45 min", "09": "60 min", "10": "60 min", "12": "60 min", "15": "45 min"}
+
+
 BLOCKS = {
     ROOT / "README.md": {"lessons": lessons_table},
+    ROOT / "docs" / "teaching.md": {"times": times_table},
     ROOT / "docs" / "methods.md": {"methods": methods_table, "tabular": tabular_table},
     ROOT / "docs" / "evaluation.md": {"comparison": comparison_table},
 }
+
+
+INDEX = ROOT / "notebooks" / "00_index.ipynb"
+_INDEX_ROW = re.compile(r"^(\| \[[^\]]+\]\((\d\d_[^)]+\.ipynb)\) \|.*\| )([^|]*)( \|)$", re.M)
+
+
+def index_text() -> str:
+    """The index notebook with each lesson row's last column (machine time) set from docs/lesson_times.json."""
+    times = json.loads(TIMES.read_text()) if TIMES.exists() else {}
+    nb = json.loads(INDEX.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        text = "".join(cell["source"])
+        new = _INDEX_ROW.sub(lambda m: m.group(1) + _index_time(m.group(2), m.group(3), times) + m.group(4), text)
+        if new != text:
+            cell["source"] = new.splitlines(keepends=True)
+    return json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def _index_time(name: str, old: str, times: dict) -> str:
+    seconds = _seconds(name, times)
+    return f"{seconds}, then interactive" if "interactive" in old else seconds
 
 
 def render(path: Path, blocks: dict) -> str:
@@ -116,8 +157,8 @@ def render(path: Path, blocks: dict) -> str:
 
 def main(argv: list[str]) -> int:
     stale = []
-    for path, blocks in BLOCKS.items():
-        new = render(path, blocks)
+    for path, blocks in [*BLOCKS.items(), (INDEX, None)]:
+        new = index_text() if blocks is None else render(path, blocks)
         if new != path.read_text():
             shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
             stale.append(shown)

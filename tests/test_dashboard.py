@@ -15,8 +15,9 @@ ipywidgets = pytest.importorskip("ipywidgets")
 DEFAULTS = [name for name, m in xh.METHODS.items() if m.default]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def board(lite0):
+    """A fresh dashboard for every test: no test depends on what another one clicked."""
     return xh.Dashboard(lite0, image="coffee")
 
 
@@ -63,6 +64,7 @@ def test_cached_heatmaps_match_library(board, lite0):
 
 def test_alpha_and_cmap_redraw_without_recomputing(board, monkeypatch):
     calls = []
+    monkeypatch.setattr(xh.Method, "raw", lambda *a, **k: calls.append(1))
     monkeypatch.setattr(xh.Method, "__call__", lambda *a, **k: calls.append(1))
     before = overlay_images(board)
     start = time.perf_counter()
@@ -236,3 +238,36 @@ def test_baselines_hidden_until_shown_and_measured_on_demand(lite0):
     assert board.message.value == ""
     board.baselines_toggle.value = False
     assert board.selected_methods() == ["Grad-CAM"] and len(board.grid.children) == 2
+
+
+def test_first_view_differs_and_says_why_the_cam_family_agrees(board):
+    # Not three members of the CAM family, which agree on this GAP -> Linear head by construction.
+    families = [xh.METHODS[m].family for m in board.selected_methods()]
+    assert families.count("activation map") == 1 and len(set(families)) >= 2
+    assert "same map by construction" in board.note.value and "head" in board.note.value
+    board.layer.value = "stage5"
+    assert "CAM cannot run here" in board.note.value
+    board.layer.value = "head"
+    heats = [r.heat for r in board.results.values()]
+    for i in range(len(heats)):
+        for j in range(i + 1, len(heats)):
+            assert torch.corrcoef(torch.stack([heats[i].flatten(), heats[j].flatten()]))[0, 1] < 0.9  # they differ
+
+
+def test_signed_maps_toggle_redraws_signed_methods_only(board, monkeypatch):
+    signed = [m for m in board.selected_methods() if xh.METHODS[m].signed]
+    unsigned = [m for m in board.selected_methods() if not xh.METHODS[m].signed]
+    assert signed and unsigned
+    calls = []
+    monkeypatch.setattr(xh.Method, "raw", lambda *a, **k: calls.append(1))
+    before = overlay_images(board)
+    board.signed_toggle.value = True
+    after = overlay_images(board)
+    assert calls == []  # a re-draw, no recomputation
+    assert all(after[m] != before[m] for m in signed) and all(after[m] == before[m] for m in unsigned)
+    raw = board.results[signed[0]].raw
+    assert raw is not None and (raw < 0).any() and (raw > 0).any()
+
+
+def test_the_measure_button_label_is_not_cut(board):
+    assert board.measure_button.layout.width == "auto"

@@ -198,9 +198,10 @@ class Method:
 
     def __call__(self, model, x, layer=None, target=None, **settings) -> torch.Tensor:
         """The (N, H, W) heatmap in [0, 1] (see the module's protocol)."""
-        return self._heatmap(self.raw(model, x, layer, target, **settings))
+        return self.heatmap_of(self.raw(model, x, layer, target, **settings))
 
-    def _heatmap(self, raw: torch.Tensor) -> torch.Tensor:
+    def heatmap_of(self, raw: torch.Tensor) -> torch.Tensor:
+        """The (N, H, W) heatmap of a raw output of this method (``to_heatmap``, or the raw map itself)."""
         return raw if self.to_heatmap is None else self.to_heatmap(raw)
 
     def explain(self, model, x, layer=None, target=None, **settings) -> "Explanation":
@@ -211,7 +212,7 @@ class Method:
         else:
             out = self.function(*self._args(model, x, layer), target=target, **settings, **{self.extras: True})
             raw, extras = _split_extras(out)
-        return Explanation(raw, self._heatmap(raw), extras)
+        return Explanation(raw, self.heatmap_of(raw), extras)
 
     def __repr__(self) -> str:
         return f"<Method {self.name!r} ({self.family}; {self.cost})>"
@@ -505,7 +506,7 @@ register(
         fast=True,
         default=True,
         extras="return_delta",
-        summary="Rescale rule: multipliers Δy/Δx through every nonlinearity, times x - x' (Sec. 3.5.2)",
+        summary="the Rescale rule: multipliers Δy/Δx through every nonlinearity, times x - x' (Sec. 3.5.2)",
         lesson="09_pixel_gradients.ipynb",
     )
 )
@@ -546,7 +547,7 @@ register(
         passes=_two_passes,
         to_heatmap=saliency_heatmap,
         fast=True,
-        summary="Guided Backprop times the upsampled Grad-CAM map (Sec. 3)",
+        summary="the Guided Backprop map times the upsampled Grad-CAM map (Sec. 3)",
         lesson="09_pixel_gradients.ipynb",
     )
 )
@@ -627,7 +628,7 @@ register(
         passes=_kernel_shap_passes,
         to_heatmap=evidence_heatmap,
         extras="return_segments",
-        summary="Shapley values of the superpixels by weighted least squares with the Shapley kernel (Theorem 2)",
+        summary="the Shapley values of the superpixels by weighted least squares with the Shapley kernel (Theorem 2)",
         preview={"samples": 64},
         lesson="10_lime_and_kernel_shap.ipynb",
     )

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..engine.inputs import positive_int, seed_value
+from ..engine.inputs import positive_int
 
 __all__ = ["shapley_kernel", "shapley_values", "kernel_shap_design", "constrained_wls", "all_coalitions"]
 

@@ -10,7 +10,14 @@ when only the map's top 50% of pixels are kept, relative to the full photo.
 "Measure deletion AUC" adds, under every overlay, the area under the map's
 deletion curve (lesson 06; 15 points, one progress bar for all maps).
 "Show baselines" adds the registry's null baselines (random, centre, edges,
-all ones), so each figure can be read against chance.
+all ones), so each figure can be read against chance. "signed maps" draws
+the methods whose raw output is signed as signed (orange for the class,
+purple against, on a greyscale photo) instead of as heatmaps.
+
+It opens with the registry's ``default`` entries, fast methods whose maps
+differ (Grad-CAM, Saliency, DeepLIFT), not three members of the CAM family;
+a note under the title says when the CAM family agrees by construction (a
+layer pooled straight into the final Linear layer, where CAM equals Grad-CAM).
 
 Two parts:
 
@@ -41,9 +48,9 @@ import torch
 
 from ..course.images import SAMPLES, load_image
 from ..course.model import LoadedModel, load_model
-from ..methods import METHODS
+from ..methods import METHODS, find_gap_linear
 from ..metrics import auc, confidence_kept, faithfulness
-from .figures import SAFE_CMAPS, overlay
+from .figures import SAFE_CMAPS, overlay, signed_overlay
 
 __all__ = ["Dashboard", "DashboardState", "Result", "dashboard", "MAX_SIDE"]
 
@@ -52,7 +59,8 @@ __all__ = ["Dashboard", "DashboardState", "Result", "dashboard", "MAX_SIDE"]
 MAX_SIDE = 1024
 DISPLAY_SIDE = 520  # twice the panel width, sharp on high-density screens
 PANEL_WIDTH = "260px"
-# Deletion curves with 15 points at 224 x 224 (16 rows of pixels a step): lesson 06's setting.
+# Deletion curves with 15 points at 224 x 224 (16 rows of pixels a step); lesson 06 uses 7 (225 with
+# FULL = True, the paper's 224-pixel steps).
 DELETION_POINTS = 15
 
 
@@ -62,6 +70,7 @@ class Result:
     seconds: float
     faithfulness: float  # confidence with the top 50% kept, relative to the photo
     deletion_auc: float | None = None  # measured on demand (DashboardState.measure)
+    raw: torch.Tensor | None = None  # the signed attribution of a signed method, on the CPU
 
 
 def describe_error(error: BaseException) -> str:
@@ -103,6 +112,7 @@ class DashboardState:
             (n for n, mod in self.loaded.layers.items() if mod is self.loaded.target_layer), self.layer_names[-1]
         )
         self.results: dict[str, Result | BaseException] = {}
+        self._notes: dict[tuple, str] = {}
 
     # --- inputs ---------------------------------------------------------------
     def set_image(self, source, key: str) -> None:
@@ -150,11 +160,33 @@ class DashboardState:
             layer = self.loaded.layers.get(self.layer_name, self.loaded.target_layer)
             settings = {"progress": progress} if entry.reports_progress and progress is not None else {}
             start = time.perf_counter()
-            heat = entry(self.loaded.model, self.x, layer, target=self.target, **settings)
+            raw = entry.raw(self.loaded.model, self.x, layer, target=self.target, **settings)
+            heat = entry.heatmap_of(raw)
             seconds = time.perf_counter() - start
             faithful = float(confidence_kept(self.loaded.model, self.x, heat, self.target)[0])
-            self.cache[key] = Result(heat[0].cpu(), seconds, faithful)
+            self.cache[key] = Result(heat[0].cpu(), seconds, faithful, raw=raw[0].detach().cpu() if entry.signed else None)
         return self.cache[key]
+
+    def family_note(self) -> str:
+        """One sentence on whether the CAM family agrees by construction at the current layer."""
+        key = (self.image_key, self.layer_name)
+        if key not in self._notes:
+            layer = self.loaded.layers.get(self.layer_name, self.loaded.target_layer)
+            try:
+                find_gap_linear(self.loaded.model, self.x, layer)
+                pooled = True
+            except ValueError:
+                pooled = False
+            self._notes[key] = (
+                f"At the layer <b>{html.escape(self.layer_name)}</b> the model pools the map straight into its final "
+                "Linear layer, so CAM and Grad-CAM give the same map by construction (lesson 02), and "
+                "Grad-CAM++ nearly so unless some channels have negative gradients (lesson 03): the first view "
+                "shows methods that differ instead."
+                if pooled else
+                f"At the layer <b>{html.escape(self.layer_name)}</b> the head is not global average pooling into one "
+                "Linear layer: CAM cannot run here, and the CAM family's maps may differ."
+            )
+        return self._notes[key]
 
     def refresh(self, before=None, progress_for=None) -> dict[str, Result | BaseException]:
         """Compute every selected method; a method's error becomes its result, never an exception.
@@ -190,7 +222,8 @@ class DashboardState:
     def measure(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Deletion AUC of every shown map that has none yet, in one set of shared passes.
 
-        The same curve as lesson 06: pixels removed to the mean colour, most
+        The same curve as lesson 06: pixels removed to 0 in the model's input space
+        (the "mean" reference: mid-grey for this package's EfficientNet), most
         relevant first, in DELETION_POINTS points; the probability of the class.
         """
         todo = {m: r for m, r in self.results.items() if isinstance(r, Result) and r.deletion_auc is None}
@@ -256,7 +289,8 @@ class Dashboard:
             name: w.Checkbox(
                 value=name in state.selected,
                 description=name if METHODS[name].fast else f"{name} (slow)",
-                tooltip=f"{METHODS[name].paper.authors} {METHODS[name].paper.year}; cost: {METHODS[name].cost}",
+                tooltip=f"{METHODS[name].summary} ({METHODS[name].paper.authors} {METHODS[name].paper.year}; "
+                        f"cost: {METHODS[name].cost})",
                 indent=False,
                 layout={} if name in state.offered() else {"display": "none"},
             )
@@ -265,7 +299,11 @@ class Dashboard:
         self.baselines_toggle = w.Checkbox(value=False, description="show baselines", indent=False,
                                            tooltip="add the null baselines: what chance scores")
         self.measure_button = w.Button(description="Measure deletion AUC", icon="line-chart",
-                                       tooltip="the deletion curve of every shown map (15 passes each)")
+                                       tooltip="the deletion curve of every shown map (15 passes each)",
+                                       layout={"width": "auto"})
+        self.signed_toggle = w.Checkbox(value=False, description="signed maps", indent=False,
+                                        tooltip="draw signed attributions as signed: orange for the class, purple against")
+        self.note = w.HTML()
         self.layer = w.Dropdown(options=state.layer_names, value=state.layer_name, description="Layer")
         self.alpha = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity", continuous_update=False)
         self.cmap = w.Dropdown(options=list(SAFE_CMAPS), value="viridis", description="Colormap")
@@ -287,13 +325,13 @@ class Dashboard:
                 self.quick_pick,
                 self.search,
                 w.HBox(list(self.method_boxes.values()), layout={"flex_flow": "row wrap"}),
-                w.HBox([self.baselines_toggle, self.measure_button]),
+                w.HBox([self.baselines_toggle, self.signed_toggle, self.measure_button]),
                 w.HBox([self.layer, self.alpha, self.cmap]),
                 w.HBox([self.progress, self.status]),
                 self.message,
             ]
         )
-        self.widget = w.VBox([w.HTML("<h3>Compare explanation methods</h3>"), controls, self.grid])
+        self.widget = w.VBox([w.HTML("<h3>Compare explanation methods</h3>"), self.note, controls, self.grid])
 
         self.image_picker.observe(self._on_sample, names="value")
         self.upload.observe(self._on_upload, names="value")
@@ -306,6 +344,7 @@ class Dashboard:
         self.layer.observe(self._on_layer, names="value")
         self.alpha.observe(self._on_style, names="value")
         self.cmap.observe(self._on_style, names="value")
+        self.signed_toggle.observe(self._on_style, names="value")
 
         if self.image_picker.value:
             self._guard(self._load, self.image_picker.value, self.image_picker.value)
@@ -387,10 +426,13 @@ class Dashboard:
         if state.image is None:
             return
         self.original_caption.value = f"<b>original</b><br>{state.image.width}×{state.image.height}"
+        self.note.value = f"<i>{state.family_note()}</i>"
         children = [self.original_box]
         for method, result in state.results.items():
             image_widget, caption = self.panels[method]
-            if isinstance(result, Result):
+            if isinstance(result, Result) and self.signed_toggle.value and result.raw is not None:
+                image_widget.value = _jpeg(signed_overlay(state.shown, result.raw))
+            elif isinstance(result, Result):
                 image_widget.value = _jpeg(overlay(state.shown, result.heat, self.alpha.value, self.cmap.value))
             else:
                 image_widget.value = _jpeg(state.shown)
@@ -488,6 +530,8 @@ def dashboard(loaded: LoadedModel | None = None, image: str = "chelsea", methods
         loaded: the model (default: ``load_model()``).
         image: the sample photo shown first.
         methods: the methods ticked at the start (default: the registry's
-            ``default`` ones, the fast CAM family; the others are one click away).
+            ``default`` ones, Grad-CAM, Saliency and DeepLIFT: fast methods whose
+            maps differ, only one of them from the CAM family; the others are one
+            click away).
     """
     return Dashboard(loaded, image, methods)
