@@ -46,6 +46,19 @@ class AnswerExercise:
 ANSWERS: dict[str, AnswerExercise] = {}
 
 
+
+def name_key(text) -> str:
+    """A name as answers compare it: lower case, '_' and '-' as spaces, runs of spaces as one."""
+    return " ".join(str(text).strip().lower().replace("_", " ").replace("-", " ").split())
+
+
+def close(a, b, tol: float) -> bool:
+    """|a - b| <= tol for anything float() reads; False for what it cannot (a learner's typo)."""
+    try:
+        return abs(float(a) - float(b)) <= tol
+    except (TypeError, ValueError):
+        return False
+
 def register(exercise: AnswerExercise) -> AnswerExercise:
     if exercise.id in ANSWERS:
         raise ValueError(f"an exercise called {exercise.id!r} is already registered")

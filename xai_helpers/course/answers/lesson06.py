@@ -12,10 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import AnswerExercise, register
-
-def _name(text) -> str:
-    return " ".join(str(text).strip().lower().replace("_", " ").replace("-", " ").split())
-
+from .base import name_key as _name
 
 def _names(answer) -> set[str]:
     if isinstance(answer, str):

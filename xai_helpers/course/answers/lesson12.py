@@ -16,17 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from .base import AnswerExercise, register
-
-
-def _close(a, b, tol: float) -> bool:
-    try:
-        return abs(float(a) - float(b)) <= tol
-    except (TypeError, ValueError):
-        return False
-
-
-def _name(text) -> str:
-    return " ".join(str(text).strip().lower().replace("_", " ").replace("-", " ").split())
+from .base import close as _close
+from .base import name_key as _name
 
 
 # ---------------------------------------------------------------- 12-reliance-ranking
