@@ -174,6 +174,30 @@ def test_score_cam_skips_constant_channels():
     torch.testing.assert_close(xh.score_cam(model, a, model.features)[0], torch.tensor([[0.0, 1 / 3], [2 / 3, 1.0]]))
 
 
+def test_score_cam_top_channels_scores_only_the_most_active():
+    # Channel means: 2.5, 1.25 and 7 (constant, so dead). With top_channels=1 only channel 0 is scored:
+    # the map is s_0 * A^0, min-max scaled, which is A^0 scaled = [[0, 1/3], [2/3, 1]].
+    model = GapLinear([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    a = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[4.0, 0.0], [0.0, 1.0]], [[7.0, 7.0], [7.0, 7.0]]]])
+    weights = score_cam_weights(model, a, a, torch.tensor([0]), top_channels=1)
+    full = score_cam_weights(model, a, a, torch.tensor([0]))
+    assert weights[0, 0] == full[0, 0] > 0 and weights[0, 1] == 0 and weights[0, 2] == 0
+    torch.testing.assert_close(xh.score_cam(model, a, model.features, target=0, top_channels=1)[0],
+                               torch.tensor([[0.0, 1 / 3], [2 / 3, 1.0]]))
+    # As many channels as are live (or more) is the exact method.
+    for k in (2, 3, 50):
+        torch.testing.assert_close(score_cam_weights(model, a, a, torch.tensor([0]), top_channels=k), full)
+    assert xh.METHODS["Score-CAM"].passes(channels=2, **xh.METHODS["Score-CAM"].preview) == (3, 0)
+    assert xh.METHODS["Score-CAM"].passes(channels=509, top_channels=64) == (65, 0)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "64"])
+def test_score_cam_top_channels_refuses_non_counts(bad):
+    model = GapLinear([[1.0, 1.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="top_channels"):
+        xh.score_cam(model, A, model.features, top_channels=bad)
+
+
 class Flatten(nn.Module):
     """y = W vec(x) + b: the input gradient of class c is row c of W, laid out like the image."""
 

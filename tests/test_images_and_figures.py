@@ -12,6 +12,7 @@ from PIL import Image
 
 import xai_helpers as xh
 from xai_helpers.ui.cli import main
+from xai_helpers.ui.figures import signed_limit, signed_map
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,6 +73,70 @@ def test_plot_overlays_has_colourbar_and_titles():
     titles = [ax.get_title() for ax in fig.axes]
     assert "original" in titles and "Grad-CAM" in titles and "CAM\nEgyptian cat (77.3%)" in titles
     assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_signed_map_sums_colour_channels_and_refuses_what_it_cannot_draw():
+    a = torch.arange(12.0).reshape(3, 2, 2) - 6  # channel sums: (-6-2+2, -5-1+3, -4+0+4, -3+1+5) = (-6, -3, 0, 3)
+    expected = np.array([[-6.0, -3.0], [0.0, 3.0]])
+    assert np.array_equal(signed_map(a), expected) and np.array_equal(signed_map(a[None]), expected)
+    assert signed_map(a).dtype == np.float64
+    with pytest.raises(ValueError, match=r"index the batch, e\.g\. raw\[0\]"):
+        signed_map(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        signed_map(torch.tensor([[0.0, float("nan")]]))
+
+
+def test_signed_limit_is_the_percentile_of_the_magnitude():
+    a = np.concatenate([np.linspace(-1, 1, 101), [50.0]])  # one outlier
+    assert signed_limit(a, 100) == 50.0
+    assert signed_limit(a, 50) == pytest.approx(np.percentile(np.abs(a), 50))
+    assert signed_limit(np.zeros((3, 3))) == 1.0  # nothing to scale: any limit draws all zeros
+    spike = np.zeros((20, 20))
+    spike[0, 0] = -2.0  # the 99th percentile of |a| is 0 here, so the maximum is used
+    assert signed_limit(spike) == 2.0
+    with pytest.raises(ValueError, match="clip must be a percentile"):
+        signed_limit(a, 0)
+
+
+def test_signed_overlay_colours_for_orange_against_purple_and_leaves_zero_alone():
+    photo = Image.new("RGB", (40, 40), (90, 160, 30))
+    a = np.zeros((40, 40))
+    a[:, :10], a[:, 30:] = 1.0, -1.0
+    out = np.asarray(xh.signed_overlay(photo, a, clip=100)).astype(int)
+    grey = np.asarray(photo.convert("L").convert("RGB")).astype(int)
+    assert np.array_equal(out[:, 15:25], grey[:, 15:25])  # zero: the greyscale photo, untouched
+    for_, against = out[20, 2], out[20, 37]
+    assert for_[0] > for_[2] + 60 and against[2] > against[0] + 15  # orange (red > blue) for, purple against
+    # symmetric: the colour depends on the sign and |value| only, on a scale centred on zero
+    flipped = np.asarray(xh.signed_overlay(photo, -a, clip=100)).astype(int)
+    assert np.array_equal(flipped[:, :10], out[:, 30:]) and np.array_equal(flipped[:, 30:], out[:, :10])
+
+
+def test_plot_signed_gives_each_map_a_symmetric_colourbar_clear_of_the_titles():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    maps = {f"method {k}": torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(k)) * 10**-k for k in range(6)}
+    fig = xh.plot_signed("chelsea", maps, units={"method 0": "logit"}, columns=3)
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(bars) == 6 and [ax.get_title() for ax in panels] == list(maps)
+    for bar, attribution in zip(bars, maps.values()):
+        low, high = bar.get_ylim()
+        v = signed_limit(signed_map(attribution))
+        assert low == pytest.approx(-v) and high == pytest.approx(v)
+    assert bars[0].get_ylabel().startswith("logit") and bars[1].get_ylabel().startswith("attribution")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = [bar.yaxis.label.get_window_extent(renderer) for bar in bars]
+    titles = [ax.title.get_window_extent(renderer) for ax in panels]
+    others = [ax.get_window_extent(renderer) for ax in panels]
+    for i, label in enumerate(labels):
+        assert not any(label.overlaps(t) for t in titles), f"colourbar label {i} runs into a panel title"
+        assert not any(label.overlaps(o) for j, o in enumerate(others) if j != i), f"label {i} covers a panel"
     plt.close(fig)
 
 

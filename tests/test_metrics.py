@@ -1,6 +1,7 @@
 """The metrics: each definition by hand, against the peer library that has it, and computed once for many maps."""
 
 
+import math
 import numpy as np
 import pytest
 import torch
@@ -164,6 +165,12 @@ def test_average_ranks_equal_scipy_rankdata():
     values = torch.tensor([[3.0, 1.0, 3.0, 0.0, 3.0, 1.0]])
     expected = torch.from_numpy(stats.rankdata(values[0].numpy())).double()  # scipy's dtype varies by version
     torch.testing.assert_close(M.average_ranks(values)[0] + 1, expected)
+    # Rows are ranked apart, even where one row ends with the value the next one starts with.
+    rows = torch.tensor([[1.0, 5.0, 5.0, 2.0], [5.0, 5.0, 0.0, 5.0], [7.0, 7.0, 7.0, 7.0]])
+    expected = torch.from_numpy(stats.rankdata(rows.numpy(), axis=1)).double()
+    torch.testing.assert_close(M.average_ranks(rows) + 1, expected)
+    big = torch.rand(3, 5000, generator=torch.Generator().manual_seed(1)).round(decimals=2)  # many ties
+    torch.testing.assert_close(M.average_ranks(big) + 1, torch.from_numpy(stats.rankdata(big.numpy(), axis=1)).double())
 
 
 def test_ssim_equals_scikit_image():
@@ -443,6 +450,28 @@ def test_faithfulness_scores_each_distinct_image_once_and_agrees_with_the_single
     assert not torch.equal(found["a"]["o"], found["a again"]["o"])  # the product uses the values
 
 
+@pytest.mark.parametrize("k, n", [(20, 20), (0, 20), (19, 20), (7, 12), (1, 1)])
+def test_proportion_ci_is_wilsons_interval_written_out(k, n):
+    z = 1.959963984540054  # the 0.975 normal quantile
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    expected = ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n))
+    hits = [1] * k + [0] * (n - k)
+    assert M.proportion_ci(hits) == pytest.approx(expected, abs=1e-12)
+    assert M.proportion_ci(torch.tensor(hits, dtype=torch.bool)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_proportion_ci_is_not_empty_where_the_bootstrap_is():
+    low, high = M.proportion_ci([1] * 20)
+    assert M.bootstrap_ci([1.0] * 20) == (1.0, 1.0) and high == 1.0 and 0.8 < low < 0.85
+
+
+@pytest.mark.parametrize("bad", [[], [0.5, 1], [2, 0]])
+def test_proportion_ci_refuses_what_is_not_hits(bad):
+    with pytest.raises(ValueError, match="proportion_ci"):
+        M.proportion_ci(bad)
+
+
 def test_bootstrap_ci_by_formula():
     values = [0.1, 0.4, 0.35, 0.8, 0.2, 0.55]
     low, high = M.bootstrap_ci(values, resamples=500, seed=3)
@@ -517,3 +546,13 @@ def test_classifier_randomisation_separates_a_class_map_from_an_edge_map():
     assert summary["Sobel edges (baseline)"]["verdict"] == "FAILS" and summary["Sobel edges (baseline)"]["n"] == 4
     assert summary["Sobel edges (baseline)"]["means"]["spearman"] == pytest.approx(1.0)
     assert summary["Grad-CAM"]["means"]["spearman"] < 0.9  # random classifier rows reorder the map
+    # Maps of the trained model handed over are used as they are: the same maps give the same trials ...
+    before_maps = {n: sanity.comparable_map(methods[n], model, x, model[1], 2)[0] for n in methods}
+    again = sanity.classifier_randomisation(model, lambda m: m[4], methods, [(x, 2)], layer=lambda m: m[1],
+                                            seeds=(0, 1, 2, 3), trained_maps={0: before_maps})
+    assert again == trials
+    # ... and a different one is not recomputed behind the caller's back.
+    other = sanity.classifier_randomisation(model, lambda m: m[4], methods, [(x, 2)], layer=lambda m: m[1],
+                                            seeds=(0,), trained_maps={0: {"Grad-CAM": -before_maps["Grad-CAM"]}})
+    assert other["Grad-CAM"][0]["spearman"] == pytest.approx(-trials["Grad-CAM"][0]["spearman"])
+    assert other["Sobel edges (baseline)"][0] == trials["Sobel edges (baseline)"][0]

@@ -283,8 +283,8 @@ def _pass_and_backward(**_) -> tuple[int, int]:
     return (1, 1)
 
 
-def _score_cam_passes(channels: int, **_) -> tuple[int, int]:
-    return (1 + channels, 0)
+def _score_cam_passes(channels: int, top_channels: int | None = None, **_) -> tuple[int, int]:
+    return (1 + (channels if top_channels is None else min(channels, top_channels)), 0)
 
 
 def _two_passes(**_) -> tuple[int, int]:
@@ -399,6 +399,7 @@ register(
         needs_gradients=False,
         cost="1 + (live channels ≤ C) forwards",
         passes=_score_cam_passes,
+        preview={"top_channels": 64},  # the 64 most active live channels: an approximation, lesson 04 exercise 2
         summary="channel weights are the class probability on the image masked by each channel (Algorithm 1)",
         lesson="04_score_cam.ipynb",
     )

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine import ReshapeTransform, Scorer, Target, finish, layer_pass, minmax
-from ..engine.inputs import batch_size_value, choice, flag
+from ..engine.inputs import batch_size_value, choice, flag, positive_int
 from ..engine.progress import check_progress
 from .cam_template import weighted_sum
 
-__all__ = ["score_cam", "score_cam_weights", "live_channels", "SCORE_CAM_SCORES"]
+__all__ = ["score_cam", "score_cam_weights", "live_channels", "most_active", "SCORE_CAM_SCORES"]
 
 SCORE_CAM_SCORES = ("probability", "logit-softmax")
 
@@ -43,8 +43,22 @@ def live_channels(activation: torch.Tensor) -> torch.Tensor:
     return flat.amax(-1) > flat.amin(-1)
 
 
-def _check_options(batch_size, score, subtract_reference, fold_bn, progress) -> None:
+def most_active(activation: torch.Tensor, live: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, C) bool: the ``k`` live channels of each image with the largest mean activation.
+
+    Ties are broken by channel index (a stable sort), so the choice does not
+    depend on the machine. Fewer than ``k`` live channels keeps them all.
+    """
+    mean = activation.flatten(2).float().mean(-1).masked_fill(~live, float("-inf"))
+    order = torch.argsort(mean, dim=1, descending=True, stable=True)[:, :k]
+    chosen = torch.zeros_like(live).scatter_(1, order, True)
+    return chosen & live
+
+
+def _check_options(batch_size, score, subtract_reference, fold_bn, progress, top_channels) -> None:
     choice("score", score, SCORE_CAM_SCORES)
+    if top_channels is not None:
+        positive_int("top_channels", top_channels)
     batch_size_value(batch_size)
     flag("subtract_reference", subtract_reference)
     flag("fold_bn", fold_bn)
@@ -62,6 +76,7 @@ def score_cam_weights(
     progress=False,
     fold_bn: bool = True,
     output: torch.Tensor | None = None,
+    top_channels: int | None = None,
 ) -> torch.Tensor:
     """Score-CAM channel weights s (N, C); 0 for skipped constant channels.
 
@@ -82,13 +97,19 @@ def score_cam_weights(
     ``fold_bn=False`` runs the masked passes on the model itself instead of
     the engine's fast copy. ``output`` is the model's selected output on
     ``x`` when the caller has it already (it saves a pass).
+    ``top_channels=k`` scores only the k live channels with the largest mean
+    activation (:func:`most_active`) and gives the others weight 0: an
+    approximation that is not in the paper, for a cheaper first look
+    (the registry's ``preview``); None (the default) scores every live channel.
     """
-    _check_options(batch_size, score, subtract_reference, fold_bn, progress)
+    _check_options(batch_size, score, subtract_reference, fold_bn, progress, top_channels)
     scorer = Scorer(model, x, target, score="probability" if score == "probability" else "logit",
                     batch_size=batch_size, progress=progress, desc="Score-CAM masked passes", fast=fold_bn,
                     who="score_cam", output=output)
     n, channels = activation.shape[:2]
     live = live_channels(activation)
+    if top_channels is not None:
+        live = most_active(activation, live, top_channels)
     index = [live[i].nonzero().squeeze(1) for i in range(n)]
     size = x.shape[-2:]
 
@@ -126,6 +147,7 @@ def score_cam(
     progress=False,
     fold_bn: bool = True,
     reshape_transform: ReshapeTransform = None,
+    top_channels: int | None = None,
 ) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020, Eqs. 3-4 and Algorithm 1; by default the authors' released code).
 
@@ -149,15 +171,19 @@ def score_cam(
         fold_bn: run the masked passes on the engine's fast copy (BatchNorm
             folded, checked against the model on every call); False runs them
             on the model itself.
+        top_channels: score only this many live channels, those with the
+            largest mean activation, and give the rest weight 0. An
+            approximation for a first look, not the paper's method; None
+            (default) scores every live channel.
 
     Returns:
         (N, H, W) float32 heatmaps in [0, 1].
     """
-    _check_options(batch_size, score, subtract_reference, fold_bn, progress)
+    _check_options(batch_size, score, subtract_reference, fold_bn, progress, top_channels)
     recorded = layer_pass(model, x, layer, target, gradient=False, reshape_transform=reshape_transform)
     targets = target if recorded.classes is None else recorded.classes
     weights = score_cam_weights(model, x, recorded.activation, targets, batch_size, score, subtract_reference,
-                                progress, fold_bn, output=recorded.output)
+                                progress, fold_bn, output=recorded.output, top_channels=top_channels)
     with torch.inference_mode():
         maps = weighted_sum(weights, recorded.activation.float())
     return finish(maps, x.shape[-2:], relu_first=False)

@@ -33,7 +33,7 @@ from .localisation import energy_pointing_game, pointing_game
 from .removal import REFERENCES, gaussian_blur, keep_top_mask, noisy_linear_imputation, reference_image
 from . import sanity
 from .similarity import average_ranks, spearman, ssim, unit_signed
-from .statistics import bootstrap_ci, kendall_tau
+from .statistics import bootstrap_ci, kendall_tau, proportion_ci
 
 __all__ = [
     "METRICS",
@@ -44,6 +44,7 @@ __all__ = [
     "average_drop",
     "average_ranks",
     "bootstrap_ci",
+    "proportion_ci",
     "confidence_kept",
     "deletion_auc",
     "deletion_insertion_curves",

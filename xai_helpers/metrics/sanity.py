@@ -85,6 +85,7 @@ def classifier_randomisation(
     seeds: Sequence[int] = (0, 1, 2),
     settings: Callable[[object], dict] = lambda method: {},
     methods_for: Callable[[int], Sequence[str]] | None = None,
+    trained_maps: Mapping[int, Mapping[str, torch.Tensor]] | None = None,
 ) -> dict[str, list[dict[str, float]]]:
     """The classifier step of the cascading randomisation test, over images and seeds.
 
@@ -93,13 +94,17 @@ def classifier_randomisation(
     seeded ``seed``), and each method's map on the copy is compared with its map
     on the trained model (:func:`similarity`). ``layer(model)`` is the layer the
     layer methods explain; ``methods_for(i)`` may restrict the methods run on
-    image i (the multi-pass ones on fewer images). Returns ``{name: [measures of
-    each trial]}``.
+    image i (the multi-pass ones on fewer images). ``trained_maps[i][name]``
+    may hand over maps of the trained model that the caller has computed already
+    (the first output of :func:`comparable_map` with the same layer and
+    settings); the others are computed. Returns ``{name: [measures of each trial]}``.
     """
     trials: dict[str, list[dict[str, float]]] = {name: [] for name in methods}
     for i, (x, target) in enumerate(images):
         names = list(methods_for(i)) if methods_for is not None else list(methods)
-        before = {n: comparable_map(methods[n], model, x, layer(model), target, settings(methods[n]))[0] for n in names}
+        known = (trained_maps or {}).get(i, {})
+        before = {n: known[n] if n in known else
+                  comparable_map(methods[n], model, x, layer(model), target, settings(methods[n]))[0] for n in names}
         for seed in seeds:
             randomised = copy.deepcopy(model)
             reinitialise(classifier(randomised), torch.Generator().manual_seed(seed))

@@ -10,10 +10,19 @@ __all__ = ["average_ranks", "spearman", "unit_signed", "ssim"]
 def average_ranks(t: torch.Tensor) -> torch.Tensor:
     """Ranks 0..P-1 of each row of (N, P) values, ties sharing their average rank (as scipy.stats.rankdata)."""
     flat = t.flatten(1).double()
-    ordered = flat.sort(dim=1).values
-    below = torch.searchsorted(ordered, flat, right=False)  # values strictly smaller
-    up_to = torch.searchsorted(ordered, flat, right=True)  # values smaller or equal
-    return (below + up_to - 1).double() / 2
+    n, p = flat.shape
+    values, order = flat.sort(dim=1)
+    # A run of equal values in sorted order shares the mean of its first and last position.
+    start = torch.ones_like(values, dtype=torch.bool)
+    start[:, 1:] = values[:, 1:] != values[:, :-1]
+    start[:, 0] = True  # runs never cross rows
+    run = start.flatten().cumsum(0) - 1
+    position = torch.arange(p, dtype=torch.float64, device=flat.device).repeat(n)
+    first = torch.full((int(run[-1]) + 1,), float(p), dtype=torch.float64, device=flat.device)
+    first = first.scatter_reduce(0, run, position, "amin")
+    last = torch.zeros_like(first).scatter_reduce(0, run, position, "amax")
+    mean = ((first + last) / 2)[run].view(n, p)
+    return torch.empty_like(mean).scatter_(1, order, mean)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,10 @@
-"""How sure is a mean, and do two rankings agree? The bootstrap and Kendall's tau."""
+"""How sure is a mean, and do two rankings agree? The bootstrap, Wilson's interval and Kendall's tau."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["bootstrap_ci", "kendall_tau"]
+__all__ = ["bootstrap_ci", "proportion_ci", "kendall_tau"]
 
 
 def bootstrap_ci(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -24,6 +24,31 @@ def bootstrap_ci(values, level: float = 0.95, resamples: int = 2000, seed: int =
     means = v[index].mean(1)
     low, high = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
     return float(low), float(high)
+
+
+def proportion_ci(hits, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a hit rate (Wilson 1927; Brown, Cai & DasGupta 2001, Eq. 4).
+
+    For k hits in n trials, p = k / n and z the (1 + level) / 2 normal quantile::
+
+        (p + z^2 / 2n  -/+  z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n)
+
+    computed by ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``.
+    For 0/1 values (a pointing game's hits) use it instead of
+    :func:`bootstrap_ci`: a bootstrap of n hits out of n only ever resamples
+    ones, and gives the empty interval [1, 1].
+    """
+    from scipy.stats import binomtest
+
+    v = torch.as_tensor(hits, dtype=torch.float64).flatten().cpu()
+    if v.numel() == 0:
+        raise ValueError("proportion_ci needs at least one value")
+    if not bool(((v == 0) | (v == 1)).all()):
+        raise ValueError("proportion_ci takes hits as 0 or 1 (or False/True); for other values use bootstrap_ci")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), e.g. 0.95; got {level}")
+    interval = binomtest(int(v.sum()), v.numel()).proportion_ci(confidence_level=level, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def kendall_tau(a, b) -> float:

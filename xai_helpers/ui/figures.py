@@ -206,7 +206,9 @@ def plot_signed(
         raise ValueError("attributions is empty: give at least one name -> signed map")
     columns = columns or min(panels, 4)
     rows = -(-panels // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(panel_size * columns * 1.25, panel_size * rows), squeeze=False)
+    # constrained layout keeps room for each colourbar's label, so it never runs into the next panel's title
+    fig, axes = plt.subplots(rows, columns, figsize=(panel_size * columns * 1.25, panel_size * rows), squeeze=False,
+                             layout="constrained")
     flat: Sequence = axes.ravel()
     for ax, (name, attribution) in zip(flat, attributions.items()):
         a = signed_map(attribution)
@@ -218,7 +220,8 @@ def plot_signed(
         ax.set_title(name, fontsize=10)
         mappable = cm.ScalarMappable(norm=colors.Normalize(-v, v), cmap=_colormap(cmap))
         label = units.get(name, "attribution") if isinstance(units, Mapping) else units
-        fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03, label=f"{label} (±{v:.2g}, clipped at {clip:g}%)")
+        bar = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+        bar.set_label(f"{label}\n±{v:.2g}, clipped at {clip:g}%", fontsize=8)
     for ax in flat:
         ax.axis("off")
     if title:
