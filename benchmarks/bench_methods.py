@@ -18,6 +18,7 @@ per-image pass time (forward, or forward + backward to the input).
 Usage:
     python benchmarks/bench_methods.py                 # CPU, writes benchmarks/RESULTS.md
     python benchmarks/bench_methods.py --captum-only   # only the captum section, replaced in RESULTS.md
+    python benchmarks/bench_methods.py --variants-only # only lesson 11's CAM variants against the peers
     python benchmarks/bench_methods.py --device cuda   # GPU section (RESULTS-cuda.md)
     python benchmarks/bench_methods.py --quick         # fewer repeats, no memory test
 Needs the [bench] extra: pip install -e ".[bench]"  (python3 dev.py bench does it).
@@ -498,6 +499,82 @@ def engine_section(loaded, device, repeats: int) -> list[str]:
     return lines
 
 
+VARIANTS_MARKER = "## Lesson 11: the CAM variants against pytorch-grad-cam and torchcam"
+
+
+def variants_section(loaded, device, repeats: int) -> list[str]:
+    """The one-pass CAM variants of lesson 11 against pytorch-grad-cam and torchcam, and against one forward
+    pass; one interleaved run on each of IMAGES, returns report lines."""
+    import pytorch_grad_cam as pgc_lib
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam import methods as tc_lib
+
+    model, layer = loaded.model, loaded.target_layer
+    pgc_model, tc_model = copy.deepcopy(model), copy.deepcopy(model)
+    ours = {"LayerCAM": xh.layer_cam, "XGrad-CAM": xh.xgrad_cam, "HiResCAM": xh.hires_cam,
+            "Grad-CAM element-wise": xh.grad_cam_elementwise, "EigenCAM": xh.eigen_cam, "Eigen-Grad-CAM": xh.eigen_grad_cam}
+    pgc_names = {"LayerCAM": "LayerCAM", "XGrad-CAM": "XGradCAM", "HiResCAM": "HiResCAM",
+                 "Grad-CAM element-wise": "GradCAMElementWise", "EigenCAM": "EigenCAM", "Eigen-Grad-CAM": "EigenGradCAM"}
+    tc_names = {"LayerCAM": "LayerCAM", "XGrad-CAM": "XGradCAM"}
+    lines = [VARIANTS_MARKER, "",
+             f"Measured {datetime.date.today().isoformat()} on {machine_details(device)}. EfficientNet-Lite0, layer "
+             f"`features.head`, batch 1, each photo's top-1 class; medians of {repeats} interleaved runs. Each library "
+             "runs on its own copy of the network. \"vs forward\" is ours over one forward pass in inference mode "
+             "(channels_last, the layout of the package's passes).", "",
+             "| photo | method | ours | vs forward | pgc | pgc / ours | torchcam | torchcam / ours | corr. with pgc |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    worst_forward, worst_pgc = 0.0, float("inf")
+    for name in IMAGES:
+        x = loaded.preprocess(name)
+        with torch.inference_mode():
+            target = int(model(x).argmax())
+        pgc = {k: getattr(pgc_lib, v)(model=pgc_model, target_layers=[pgc_model.features.head]) for k, v in pgc_names.items()}
+
+        def torchcam_call(cls):
+            def run():
+                with cls(tc_model, target_layer=tc_model.features.head) as extractor:
+                    return extractor(class_idx=target, scores=tc_model(x))[0]
+            return run
+
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+
+        def forward_only():
+            with torch.inference_mode():
+                return model(x_cl)  # the layout the package's passes use, the faster one on CPU
+
+        # Ours first, then the peers, in each round: pytorch-grad-cam's numpy SVD leaves OpenBLAS threads
+        # spinning for a while, which would slow whichever torch call came right after it.
+        entries = {"forward": forward_only}
+        for k, f in ours.items():
+            entries[k] = (lambda f=f: f(model, x, layer, target=target))
+        for k in ours:
+            entries["pgc " + k] = (lambda c=pgc[k]: c(input_tensor=x, targets=[ClassifierOutputTarget(target)]))
+        for k in tc_names:
+            entries["torchcam " + k] = torchcam_call(getattr(tc_lib, tc_names[k]))
+        for fn in entries.values():
+            fn()
+        times, outs = interleaved(entries, repeats, device)
+        for cam in pgc.values():
+            cam.activations_and_grads.release()
+        for k in ours:
+            ratio_pgc = times["pgc " + k] / times[k]
+            vs_forward = times[k] / times["forward"]
+            if k != "EigenCAM":  # the gradient variants' targets
+                worst_forward, worst_pgc = max(worst_forward, vs_forward), min(worst_pgc, ratio_pgc)
+            corr = correlation(outs[k][0], to_map(outs["pgc " + k], x.shape[-2:], device))
+            tc = (f"{duration(times['torchcam ' + k])} | {times['torchcam ' + k] / times[k]:.1f}x" if k in tc_names
+                  else "– | –")
+            lines.append(f"| {name} | {k} | {duration(times[k])} | {vs_forward:.2f}x | {duration(times['pgc ' + k])} | "
+                         f"{ratio_pgc:.1f}x | {tc} | {corr:.4f} |")
+    lines += ["",
+              "| target | measured (worst photo) | met |", "|---|---|---|",
+              f"| every gradient variant <= 1.25x one forward pass | {worst_forward:.2f}x | "
+              f"{'yes' if worst_forward <= 1.25 else 'no'} |",
+              f"| every gradient variant >= 2x faster than pgc | {worst_pgc:.1f}x | {'yes' if worst_pgc >= 2 else 'no'} |",
+              ""]
+    return lines
+
+
 def replace_section(path: Path, marker: str, lines: list[str]) -> None:
     """Put ``lines`` (starting with ``marker``) in place of that section of ``path``, or append them."""
     text = path.read_text() if path.exists() else ""
@@ -519,6 +596,7 @@ def main(argv=None) -> int:
     parser.add_argument("--memory-only", action="store_true", help="only the Score-CAM memory test (printed, not written)")
     parser.add_argument("--captum-only", action="store_true", help="only the captum section, replaced in the results file")
     parser.add_argument("--engine-only", action="store_true", help="only the engine section, replaced in the results file")
+    parser.add_argument("--variants-only", action="store_true", help="only lesson 11's CAM variants, replaced in the results file")
     args = parser.parse_args(argv)
     if args.memory_only:
         print("\n".join(memory_table(torch.device("cpu"))))
@@ -526,10 +604,12 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     fast_repeats, slow_repeats = (3, 1) if args.quick else (7, 3)
     out = Path(args.out) if args.out else HERE / ("RESULTS.md" if device.type == "cpu" else f"RESULTS-{device.type}.md")
-    if args.captum_only or args.engine_only:
+    if args.captum_only or args.engine_only or args.variants_only:
         loaded = xh.load_model(device=device)
         if args.captum_only:
             section, marker = captum_section(loaded, device, fast_repeats, slow_repeats - 1 or 1, args.quick), CAPTUM_MARKER
+        elif args.variants_only:
+            section, marker = variants_section(loaded, device, 5 if args.quick else 15), VARIANTS_MARKER
         else:
             section, marker = engine_section(loaded, device, 5 if args.quick else 21), ENGINE_MARKER
         print("\n".join(section))
@@ -718,6 +798,8 @@ def main(argv=None) -> int:
     for line in captum_section(loaded, device, fast_repeats, slow_repeats - 1 or 1, args.quick):
         report(line)
     for line in engine_section(loaded, device, 5 if args.quick else 21):
+        report(line)
+    for line in variants_section(loaded, device, 5 if args.quick else 15):
         report(line)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")

@@ -111,7 +111,7 @@ def times_table() -> str:
 
 # The teacher's estimate of a lesson's classroom time (minutes); machine times are measured.
 LEARNER_TIME = {"01": "45 min", "02": "45 min", "03": "45 min", "04": "45 min", "05": "30 min", "06": "75 min",
-                "07": "45 min", "08": "45 min", "09": "60 min", "10": "60 min", "12": "60 min", "15": "45 min"}
+                "07": "45 min", "08": "45 min", "09": "60 min", "10": "60 min", "11": "45 min", "12": "60 min", "15": "45 min"}
 
 
 BLOCKS = {

@@ -80,6 +80,7 @@ REFERENCES = {
     "07-spearman": lambda a, b: pearson(ranks(a), ranks(b)),
     "08-rise-saliency": lambda scores, masks, p: torch.einsum("k,khw->hw", scores, masks) / (len(scores) * p),
     "09-integrated-gradients": lambda g, x, x0: (x - x0) * g.mean(0),
+    "11-layer-cam-map": lambda a, g: torch.einsum("khw,khw->hw", g.clamp_min(0), a),
     "12-permutation-drop": lambda f, X, y, metric, j, perm: metric(y, f(X)) - metric(
         y, f(__import__("numpy").concatenate([X[:, :j], X[perm, j : j + 1], X[:, j + 1 :]], 1))),
     "10-shapley-kernel": lambda m, s: (m - 1) / (torch.tensor([__import__("math").comb(m, int(k)) for k in s],
@@ -112,6 +113,10 @@ MISTAKES = [  # (exercise, the learner's wrong function, words the hint must con
     ("09-integrated-gradients", lambda g, x, x0: x * g.mean(0), "path's length"),
     ("09-integrated-gradients", lambda g, x, x0: (x - x0) * g.sum(0), "divide by the number of steps"),
     ("10-shapley-kernel", lambda m, s: (m - 1) / (s * (m - s)).double(), "divided by C(M, |z|)"),
+    ("11-layer-cam-map", lambda a, g: (g * a).sum(0), "that is HiResCAM"),
+    ("11-layer-cam-map", lambda a, g: (g * a).clamp_min(0).sum(0), "Grad-CAM element-wise"),
+    ("11-layer-cam-map", lambda a, g: (g.clamp_min(0).mean((1, 2), keepdim=True) * a).sum(0), "Grad-CAM's step"),
+    ("11-layer-cam-map", lambda a, g: (g.clamp_min(0) * a).sum(0).clamp_min(0), "before the final ReLU"),
     ("12-permutation-drop", lambda f, X, y, metric, j, perm: metric(y, f(X)) - metric(y, f(X[perm])), "reordering whole rows"),
     ("12-permutation-drop", lambda *args: -REFERENCES["12-permutation-drop"](*args), "positive importance"),
 ]

@@ -424,6 +424,40 @@ def _permutation_drop_cases() -> list[dict]:
         })
     return cases
 
+# --- 11: LayerCAM's map ----------------------------------------------------------------------
+
+
+def _layer_cam_cases() -> list[dict]:
+    cases = []
+    for seed, (k, h, w) in enumerate([(2, 2, 2), (3, 4, 3), (5, 7, 7)]):
+        a = torch.randn(k, h, w, generator=_gen(60 + seed))  # signed, as after a BatchNorm
+        g = torch.randn(k, h, w, generator=_gen(70 + seed))
+        expected = (g.clamp_min(0) * a).sum(0)
+        cases.append({
+            "args": (a.clone(), g.clone()),
+            "expected": expected,
+            "mistakes": {
+                "no ReLU on the gradient": (
+                    (g * a).sum(0),
+                    "that is HiResCAM: LayerCAM keeps only the positive gradients, ReLU(g), as the weights",
+                ),
+                "the ReLU on the product instead of the gradient": (
+                    (g * a).clamp_min(0).sum(0),
+                    "that is pytorch-grad-cam's Grad-CAM element-wise; LayerCAM's weight is ReLU(g), then times A",
+                ),
+                "the gradient averaged over the positions": (
+                    (g.clamp_min(0).mean((1, 2), keepdim=True) * a).sum(0),
+                    "averaging the weights over the map is Grad-CAM's step; LayerCAM keeps one weight per position",
+                ),
+                "a ReLU on the finished map": (
+                    (g.clamp_min(0) * a).sum(0).clamp_min(0),
+                    "the exercise asks for the map before the final ReLU, which the template applies afterwards",
+                ),
+            },
+        })
+    return cases
+
+
 EXERCISES: dict[str, Exercise] = {
     e.id: e
     for e in (
@@ -449,6 +483,8 @@ EXERCISES: dict[str, Exercise] = {
                  "fn(gradients (m, C, H, W), x (C, H, W), baseline (C, H, W)) -> (C, H, W)", _ig_cases, _close),
         Exercise("10-shapley-kernel", "10", "The Shapley kernel pi(z) = (M - 1) / (C(M, |z|) |z| (M - |z|)).",
                  "fn(M: int, sizes (K,) ints in 1..M-1) -> (K,) float64", _shapley_kernel_cases, _close),
+        Exercise("11-layer-cam-map", "11", "LayerCAM's map before its final ReLU: sum_k ReLU(g^k) * A^k, position by position.",
+                 "fn(activations (K, h, w), gradients (K, h, w)) -> (h, w)", _layer_cam_cases, _close),
         Exercise("12-permutation-drop", "12",
                  "Permutation importance of one column for one permutation: score(X) - score(X with the column reordered).",
                  "fn(model_fn, X (n, M), y (n,), metric, column: int, permutation (n,)) -> float",

@@ -5,6 +5,7 @@
 ``cam_template``       a layer method is ``combine(activation, gradient) -> map``
 ``cam``                CAM (Zhou et al. 2016)
 ``grad_cam``           Grad-CAM and Grad-CAM++
+``cam_variants``       XGrad-CAM, HiResCAM, Grad-CAM element-wise, LayerCAM, EigenCAM, Eigen-Grad-CAM
 ``score_cam``          Score-CAM
 ``pixel_gradients``    Saliency, Gradient x Input, SmoothGrad, Integrated Gradients
 ``backprop_rules``     DeepLIFT, Guided Backprop, Guided Grad-CAM
@@ -21,6 +22,15 @@ from .backprop_rules import deeplift, guided_backprop, guided_grad_cam
 from .baselines import all_ones, centre_gaussian, random_map, sobel_edges
 from .cam import cam, find_gap_linear
 from .cam_template import activation_and_gradient, layer_heatmap, weighted_sum
+from .cam_variants import (
+    eigen_cam,
+    eigen_grad_cam,
+    grad_cam_elementwise,
+    hires_cam,
+    layer_cam,
+    layer_cam_fusion,
+    xgrad_cam,
+)
 from .grad_cam import grad_cam, grad_cam_plus_plus
 from .perturbation import occlusion, rise
 from .pixel_gradients import input_x_gradient, integrated_gradients, saliency, smoothgrad
@@ -83,5 +93,12 @@ __all__ = [
     "surrogates",
     "tabular",
     "unregister",
+    "xgrad_cam",
+    "layer_cam_fusion",
+    "layer_cam",
+    "hires_cam",
+    "grad_cam_elementwise",
+    "eigen_grad_cam",
+    "eigen_cam",
     "weighted_sum",
 ]

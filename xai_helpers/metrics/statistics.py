@@ -36,7 +36,7 @@ def proportion_ci(hits, level: float = 0.95) -> tuple[float, float]:
     computed by ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``.
     For 0/1 values (a pointing game's hits) use it instead of
     :func:`bootstrap_ci`: a bootstrap of n hits out of n only ever resamples
-    ones, and gives the empty interval [1, 1].
+    ones, and gives the zero-width interval [1, 1].
     """
     from scipy.stats import binomtest
 
