@@ -114,7 +114,7 @@ def layer_cam_map(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor
 
 def layer_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
               reshape_transform: ReshapeTransform = None) -> torch.Tensor:
-    """LayerCAM (Jiang, Zhang, Hou, Cheng, Wei 2021, IEEE TIP, Sec. III-B).
+    """LayerCAM (Jiang, Zhang, Hou, Cheng, Wei 2021, IEEE TIP, the map of one layer).
 
     .. math::
         w^{kc}_{ij} = \\mathrm{ReLU}\\Big(\\frac{\\partial y^c}{\\partial A^k_{ij}}\\Big), \\qquad
@@ -132,7 +132,7 @@ def layer_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Targe
 
 def layer_cam_fusion(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module], target: Target = None, *,
                      gamma: float = 2.0, reshape_transform: ReshapeTransform = None) -> torch.Tensor:
-    """LayerCAM maps of several layers fused into one (Jiang et al. 2021, Sec. III-C).
+    """LayerCAM maps of several layers fused into one (Jiang et al. 2021, their fusion of layers).
 
     Each layer's map M_l = ReLU(sum_k ReLU(g^k) ⊙ A^k) is scaled as
     M_l <- tanh(gamma * M_l / max M_l), the paper's scaling of shallow layers
@@ -168,8 +168,8 @@ def first_principal_component(maps: torch.Tensor) -> torch.Tensor:
     With M the (hw, C) matrix of one image, centred over the positions, and
     M = U S V^T its singular value decomposition, the map is M v_1, the
     positions' coordinates along the direction of largest variance
-    (Muhammad & Yeasin 2020, Sec. 3, which projects on v_1; the centring is
-    pytorch-grad-cam's). The SVD fixes v_1 only up to its sign; the sign is
+    (Muhammad & Yeasin 2020 project the activations on v_1 of their SVD; the
+    centring is pytorch-grad-cam's). The SVD fixes v_1 only up to its sign; the sign is
     chosen so that the map's largest |value| is positive (Chung & Ying 2025,
     Eq. 13, pytorch-grad-cam's ``get_2d_projection_with_sign_correction``).
     Computed in float64, from the eigendecomposition of the smaller of
