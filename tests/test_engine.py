@@ -73,16 +73,21 @@ def jobs(monkeypatch):
 X = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
 SETTINGS = {"Score-CAM": {}, "SmoothGrad": {"samples": 9}, "Integrated Gradients": {"steps": 10},
             "Occlusion": {"window": 6, "stride": 3}, "RISE": {"masks": 12}, "LIME": {"samples": 11},
-            "Kernel SHAP": {"samples": 13}}
+            "Kernel SHAP": {"samples": 13}, "SS-CAM": {"samples": 2}, "IS-CAM": {"samples": 3},
+            "Ablation-CAM": {"batch_size": 4}, "Smooth Grad-CAM++": {"samples": 3, "batch_size": 2}}
 MULTI_PASS = [m for m in xh.METHODS.values() if not m.fast]
+# Two multi-pass methods run their passes outside the scorer, each for a reason: Ablation-CAM re-runs only the
+# layers after its layer (engine.LayerReplay), and Smooth Grad-CAM++ needs the gradient at the layer, not at the
+# input (engine.layer_pass on batches of noisy copies). test_passes_outside_the_scorer counts theirs.
+OUTSIDE_THE_SCORER = {"Ablation-CAM", "Smooth Grad-CAM++"}
 
 
 def sizes(method, model, x):
-    if method.name == "Score-CAM":
+    if method.name in ("Score-CAM", "SS-CAM", "IS-CAM", "Ablation-CAM"):
         from xai_helpers.methods.score_cam import live_channels
 
         a = xh.engine.layer_pass(model, x, model.act, gradient=False).activation
-        return {"channels": int(live_channels(a).sum(1).max())}
+        return {"channels": int(live_channels(a).sum(1).max()), **SETTINGS[method.name]}
     if method.name == "Occlusion":
         return {"positions": 9}  # (12 - 6) / 3 + 1 = 3 per side
     return SETTINGS[method.name]
@@ -92,7 +97,7 @@ def test_every_multi_pass_method_is_registered_here():
     assert {m.name for m in MULTI_PASS} == set(SETTINGS)
 
 
-@pytest.mark.parametrize("method", MULTI_PASS, ids=lambda m: m.slug)
+@pytest.mark.parametrize("method", [m for m in MULTI_PASS if m.name not in OUTSIDE_THE_SCORER], ids=lambda m: m.slug)
 def test_every_pass_beyond_the_first_goes_through_the_scorer(method, counted, jobs):
     clear_fast_copies()
     extra = {"segments": torch.arange(144).reshape(12, 12) // 36} if method.name in ("LIME", "Kernel SHAP") else {}
@@ -111,6 +116,22 @@ def test_every_pass_beyond_the_first_goes_through_the_scorer(method, counted, jo
     Counter.seen.clear()
     method(counted, X[:1], counted.act, target=1, **SETTINGS[method.name], **extra)
     assert sum(Counter.seen) == 1 + (building // 2) + expected_jobs, (method.name, Counter.seen)
+
+
+@pytest.mark.parametrize("name", sorted(OUTSIDE_THE_SCORER))
+def test_passes_outside_the_scorer(name, counted, jobs):
+    method = xh.METHODS[name]
+    forward, backward = method.passes(**sizes(method, counted, X[:1]))
+    Counter.seen.clear()
+    method(counted, X[:1], counted.act, target=1, **SETTINGS[name])
+    assert jobs == []  # none through the scorer
+    assert sum(Counter.seen) == forward, (name, Counter.seen)  # images that went through the whole model
+    if name == "Ablation-CAM":
+        # the layer pass, then ceil((6 live channels + 1 check row) / 4) = 2 calls of the model on the one image:
+        # the layers before the layer see one row per call, those after it up to 4 (engine.LayerReplay)
+        assert Counter.seen == [1, 1, 1]
+    else:  # the clean pass, then the 3 noisy copies in batches of at most 2
+        assert Counter.seen == [1, 2, 1] and backward == 3
 
 
 def test_the_metrics_score_through_the_scorer(counted, jobs):

@@ -2,6 +2,7 @@
 
 import ast
 import inspect
+import re
 import json
 from pathlib import Path
 
@@ -38,10 +39,21 @@ def test_every_entry_is_complete():
         # The preview settings are real keyword arguments of the function.
         assert set(m.preview) <= set(inspect.signature(m.function).parameters), name
         doc = m.function.__doc__ or ""
-        assert str(m.paper.year) in doc and any(ref in doc for ref in ("Eq", "Sec.", "Algorithm")), name
+        # The paper's equation, section or algorithm number, or an explicit statement that there is none to give.
+        doc = " ".join(doc.split())  # a phrase may be wrapped over two lines
+        numbered = re.search(r"(Eqs?\. ?\d|Sec\. ?\d|Algorithm ?\d)", doc)
+        assert str(m.paper.year) in doc and (numbered or "(no paper" in doc or UNCHECKED in doc), name
+        assert (UNCHECKED in doc) == (name in NUMBERS_NOT_CHECKED), name
         assert m.summary and not m.summary[0].isupper() and "\n" not in m.summary, name  # one line for the table
         assert m.fast or not m.default, name  # the dashboard ticks only methods that run in about one pass
     assert len(by_slug()) == len(xh.METHODS)
+
+
+# Methods whose docstrings cite their paper without equation numbers, because nobody has checked them against the
+# paper's text yet; each says so in its docstring. Checking one moves it out of this set.
+UNCHECKED = "numbers not checked"
+NUMBERS_NOT_CHECKED = {"XGrad-CAM", "HiResCAM", "LayerCAM", "EigenCAM", "Ablation-CAM", "Smooth Grad-CAM++", "SS-CAM",
+                       "IS-CAM", "FullGrad"}
 
 
 def test_costs_as_numbers():

@@ -7,6 +7,7 @@
 ``forward``        one checked pass of the caller's model on a private copy of the input
 ``feature_maps``   a layer's output as (N, C, h, w); layouts guessed only where unambiguous
 ``layer_pass``     the activation A of a layer and d y / d A, for the layer methods
+``layer_replay``   the layers after one layer, re-run on a batch of replacement activations
 ``input_gradient`` d y / d x in one pass, for the one-pass pixel methods
 ``heatmaps``       min-max scaling, the CAM finishing order, pixel-map reductions
 ``references``     the reference input x' of a method
@@ -28,6 +29,7 @@ from .hooks import LayerCapture, check_submodule, evaluating, iter_modules, mode
 from .input_gradient import input_gradient
 from .inputs import check_input, check_layer
 from .layer_pass import LayerPass, layer_pass
+from .layer_replay import LayerReplay
 from .progress import progress_bar
 from .references import make_reference
 from .scorer import FAST_COPY_MIN_PASSES, Scorer, default_batch_size
@@ -37,6 +39,7 @@ __all__ = [
     "FAST_COPY_MIN_PASSES",
     "LayerCapture",
     "LayerPass",
+    "LayerReplay",
     "ReshapeTransform",
     "SCORES",
     "Scorer",

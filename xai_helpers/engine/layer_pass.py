@@ -33,13 +33,16 @@ class LayerPass:
 
     activation, gradient: (N, C, h, w) after ``reshape_transform`` (gradient
     None when not asked for); output: the model's selected output;
-    classes: the (N,) class indices explained (None for a callable target).
+    classes: the (N,) class indices explained (None for a callable target);
+    raw: the layer's output as the layer returned it, before ``reshape_transform``
+    (the same tensor as ``activation`` for an (N, C, h, w) output).
     """
 
     activation: torch.Tensor
     gradient: torch.Tensor | None
     output: torch.Tensor
     classes: torch.Tensor | None
+    raw: torch.Tensor | None = None
 
 
 def _capture(model: nn.Module, chunk: torch.Tensor, layer: nn.Module, grad: bool):
@@ -90,4 +93,4 @@ def layer_pass(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Targ
     if grads is not None:
         g = torch.cat(grads) if len(grads) > 1 else grads[0]
         grad = to_feature_map(g.detach(), reshape_transform, size, layer)
-    return LayerPass(feature, grad, output.detach(), classes)
+    return LayerPass(feature, grad, output.detach(), classes, activation)

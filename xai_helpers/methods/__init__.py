@@ -4,11 +4,14 @@
 ``registry``           ``METHODS`` (image methods) and ``TABULAR_METHODS``, the one list
 ``cam_template``       a layer method is ``combine(activation, gradient) -> map``
 ``cam``                CAM (Zhou et al. 2016)
-``grad_cam``           Grad-CAM and Grad-CAM++
+``grad_cam``           Grad-CAM, Grad-CAM++ and Smooth Grad-CAM++
 ``cam_variants``       XGrad-CAM, HiResCAM, Grad-CAM element-wise, LayerCAM, EigenCAM, Eigen-Grad-CAM
 ``score_cam``          Score-CAM
+``ablation_cam``       Ablation-CAM (re-runs only the layers after the explained one)
+``sampled_score_cam``  SS-CAM and IS-CAM (Score-CAM with several scores per channel)
 ``pixel_gradients``    Saliency, Gradient x Input, SmoothGrad, Integrated Gradients
 ``backprop_rules``     DeepLIFT, Guided Backprop, Guided Grad-CAM
+``full_grad``          FullGrad (the input and every bias layer's gradient term)
 ``perturbation``       Occlusion and RISE
 ``surrogates``         LIME and Kernel SHAP on superpixels
 ``shapley``            Shapley values and the Kernel SHAP regression (shared with tabular)
@@ -18,6 +21,7 @@
 """
 
 from . import backprop_rules, perturbation, pixel_gradients, surrogates, tabular
+from .ablation_cam import ablation_cam
 from .backprop_rules import deeplift, guided_backprop, guided_grad_cam
 from .baselines import all_ones, centre_gaussian, random_map, sobel_edges
 from .cam import cam, find_gap_linear
@@ -31,7 +35,8 @@ from .cam_variants import (
     layer_cam_fusion,
     xgrad_cam,
 )
-from .grad_cam import grad_cam, grad_cam_plus_plus
+from .full_grad import full_grad
+from .grad_cam import grad_cam, grad_cam_plus_plus, smooth_grad_cam_plus_plus
 from .perturbation import occlusion, rise
 from .pixel_gradients import input_x_gradient, integrated_gradients, saliency, smoothgrad
 from .registry import (
@@ -48,10 +53,16 @@ from .registry import (
     unregister,
 )
 from .score_cam import score_cam
+from .sampled_score_cam import is_cam, ss_cam
 from .shapley import shapley_values
 from .surrogates import SegmentAttribution, kernel_shap, lime, superpixels
 
 __all__ = [
+    "ablation_cam",
+    "is_cam",
+    "ss_cam",
+    "full_grad",
+    "smooth_grad_cam_plus_plus",
     "Explanation",
     "FAMILIES",
     "METHODS",

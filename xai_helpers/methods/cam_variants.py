@@ -59,7 +59,7 @@ def xgrad_cam_weights(activation: torch.Tensor, grads: torch.Tensor) -> torch.Te
 
 def xgrad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
               reshape_transform: ReshapeTransform = None) -> torch.Tensor:
-    """XGrad-CAM (Fu et al. 2020, "Axiom-based Grad-CAM", BMVC).
+    """XGrad-CAM (Fu et al. 2020, "Axiom-based Grad-CAM", BMVC; equation numbers not checked here).
 
     .. math::
         L^c = \\mathrm{ReLU}\\Big(\\sum_k \\alpha_k^c A^k\\Big), \\qquad
@@ -77,7 +77,8 @@ def xgrad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Targe
 
 def hires_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
               reshape_transform: ReshapeTransform = None) -> torch.Tensor:
-    """HiResCAM (Draelos & Carin 2020, "Use HiResCAM instead of Grad-CAM for faithful explanations").
+    """HiResCAM (Draelos & Carin 2020, "Use HiResCAM instead of Grad-CAM for faithful explanations";
+    equation numbers not checked here).
 
     .. math::
         L^c = \\mathrm{ReLU}\\Big(\\sum_k \\frac{\\partial y^c}{\\partial A^k} \\odot A^k\\Big)
@@ -94,7 +95,8 @@ def hires_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Targe
 
 def grad_cam_elementwise(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
                          reshape_transform: ReshapeTransform = None) -> torch.Tensor:
-    """Grad-CAM element-wise, pytorch-grad-cam's ``GradCAMElementWise`` (no paper).
+    """Grad-CAM element-wise, pytorch-grad-cam's ``GradCAMElementWise`` (no paper; the library: Gildenblat and
+    contributors 2021).
 
     .. math::
         L^c = \\sum_k \\mathrm{ReLU}\\Big(\\frac{\\partial y^c}{\\partial A^k} \\odot A^k\\Big)
@@ -114,7 +116,8 @@ def layer_cam_map(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor
 
 def layer_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
               reshape_transform: ReshapeTransform = None) -> torch.Tensor:
-    """LayerCAM (Jiang, Zhang, Hou, Cheng, Wei 2021, IEEE TIP, the map of one layer).
+    """LayerCAM (Jiang, Zhang, Hou, Cheng, Wei 2021, IEEE TIP, the map of one layer; equation numbers not
+    checked here).
 
     .. math::
         w^{kc}_{ij} = \\mathrm{ReLU}\\Big(\\frac{\\partial y^c}{\\partial A^k_{ij}}\\Big), \\qquad
@@ -192,7 +195,8 @@ def first_principal_component(maps: torch.Tensor) -> torch.Tensor:
 
 def eigen_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
               reshape_transform: ReshapeTransform = None) -> torch.Tensor:
-    """EigenCAM (Muhammad & Yeasin 2020, "Eigen-CAM: Class Activation Map using Principal Components").
+    """EigenCAM (Muhammad & Yeasin 2020, "Eigen-CAM: Class Activation Map using Principal Components"; equation
+    numbers not checked here).
 
     .. math::
         L = \\mathrm{ReLU}(M v_1), \\qquad M = A - \\bar A = U S V^\\top
@@ -200,19 +204,22 @@ def eigen_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Targe
     with A the (hw, C) activation of one image: the first principal
     component of the layer's channels (:func:`first_principal_component`).
     **Class-agnostic**: ``target`` is accepted for the common signature and
-    ignored, so every class gets the same map, and no gradient is computed.
+    checked, but not used, so every class gets the same map, and no gradient
+    is computed (the registry marks it ``class_agnostic``).
     Differences from pytorch-grad-cam's ``EigenCAM``: it leaves the sign of
     v_1 to LAPACK, so its map can come out as the negative of this one (then
     mostly removed by the ReLU); here the sign rule is fixed. Args and
     returns as :func:`xai_helpers.grad_cam`.
     """
-    return layer_heatmap(model, x, layer, None, lambda a, g: first_principal_component(a).float(),
+    # The target is checked (a bad one is refused, as by every method), then not used.
+    return layer_heatmap(model, x, layer, target, lambda a, g: first_principal_component(a).float(),
                          reshape_transform=reshape_transform, gradient=False)
 
 
 def eigen_grad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
                    reshape_transform: ReshapeTransform = None) -> torch.Tensor:
-    """Eigen-Grad-CAM, pytorch-grad-cam's ``EigenGradCAM`` (no paper): EigenCAM of g ⊙ A.
+    """Eigen-Grad-CAM, pytorch-grad-cam's ``EigenGradCAM`` (no paper; the library: Gildenblat and contributors
+    2021): EigenCAM of g ⊙ A.
 
     .. math::
         L^c = \\mathrm{ReLU}(M v_1), \\qquad

@@ -68,10 +68,14 @@ import torch
 from ..engine import evidence_heatmap, normalize_per_image, saliency_heatmap
 from .backprop_rules import deeplift, guided_backprop, guided_grad_cam
 from .baselines import all_ones, centre_gaussian, random_map, sobel_edges
+from .ablation_cam import ABLATION_BATCH, ablation_cam
 from .cam import cam
-from .grad_cam import grad_cam, grad_cam_plus_plus
+from .cam_variants import eigen_cam, eigen_grad_cam, grad_cam_elementwise, hires_cam, layer_cam, xgrad_cam
+from .full_grad import full_grad
+from .grad_cam import grad_cam, grad_cam_plus_plus, smooth_grad_cam_plus_plus
 from .perturbation import occlusion, rise
 from .pixel_gradients import input_x_gradient, integrated_gradients, saliency, smoothgrad
+from .sampled_score_cam import is_cam, ss_cam
 from .score_cam import score_cam
 from .surrogates import kernel_shap, lime
 from .tabular import cem, exact_shapley_tabular, kernel_shap_tabular, permutation_importance, tree_importances, tree_shap
@@ -139,6 +143,9 @@ class Method:
             or a table under a time budget (fewer samples or steps); callers
             that use them say so. Empty for methods that are cheap already.
         lesson: the notebook that derives the method.
+        class_agnostic: the map does not depend on the target (EigenCAM), which
+            is still checked; the tests and the lessons do not expect two
+            classes to give two maps.
         baseline: a null baseline (``xai_helpers.baselines``): a map that
             ignores the decision, shown in every evaluation table so that a
             score can be read against chance; hidden from the dashboard's
@@ -165,6 +172,7 @@ class Method:
     lesson: str = ""
     baseline: bool = False
     extras: str | None = None
+    class_agnostic: bool = False
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -287,6 +295,27 @@ def _score_cam_passes(channels: int, top_channels: int | None = None, **_) -> tu
     return (1 + (channels if top_channels is None else min(channels, top_channels)), 0)
 
 
+def _ablation_passes(channels: int, batch_size: int = ABLATION_BATCH["cpu"], **_) -> tuple[int, int]:
+    # one pass to record the layer, then one model call per batch of ablated activations (plus the check row)
+    return (1 + -(-(channels + 1) // batch_size), 0)
+
+
+def _sampled_score_passes(channels: int, samples: int, top_channels: int | None = None, **_) -> tuple[int, int]:
+    return (1 + samples * (channels if top_channels is None else min(channels, top_channels)), 0)
+
+
+def _ss_cam_passes(channels: int, samples: int = 35, top_channels: int | None = None, **_) -> tuple[int, int]:
+    return _sampled_score_passes(channels, samples, top_channels)
+
+
+def _is_cam_passes(channels: int, samples: int = 10, top_channels: int | None = None, **_) -> tuple[int, int]:
+    return _sampled_score_passes(channels, samples, top_channels)
+
+
+def _smooth_pp_passes(samples: int = 4, **_) -> tuple[int, int]:
+    return (1 + samples, samples)
+
+
 def _two_passes(**_) -> tuple[int, int]:
     return (2, 2)
 
@@ -402,6 +431,146 @@ register(
         preview={"top_channels": 64},  # the 64 most active live channels: an approximation, lesson 04 exercise 2
         summary="channel weights are the class probability on the image masked by each channel (Algorithm 1)",
         lesson="04_score_cam.ipynb",
+    )
+)
+# ---------------------------------------------------------------- the rest of the CAM family (lesson 11)
+
+_PGC = Paper("Gildenblat and contributors", 2021, "PyTorch library for CAM methods (pytorch-grad-cam)",
+             "https://github.com/jacobgil/pytorch-grad-cam")
+_LESSON_11 = "11_cam_family_tree.ipynb"
+for _name, _slug, _function, _paper, _summary in (
+    ("XGrad-CAM", "xgrad-cam", xgrad_cam,
+     Paper("Fu, Hu, Dong, Guo, Gao, Li", 2020, "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation "
+           "of CNNs", "https://arxiv.org/abs/2008.02312"),
+     "the gradient averaged with the channel's own activations as weights (the axioms' closed form)"),
+    ("HiResCAM", "hires-cam", hires_cam,
+     Paper("Draelos, Carin", 2020, "Use HiResCAM instead of Grad-CAM for faithful explanations of convolutional "
+           "neural networks", "https://arxiv.org/abs/2011.08891"),
+     "the gradient times the activation at each position, summed over channels: Grad-CAM without the averaging"),
+    ("Grad-CAM element-wise", "grad-cam-elementwise", grad_cam_elementwise, _PGC,
+     "the gradient times the activation with the ReLU inside the channel sum (pytorch-grad-cam's variant)"),
+    ("LayerCAM", "layer-cam", layer_cam,
+     Paper("Jiang, Zhang, Hou, Cheng, Wei", 2021, "LayerCAM: Exploring Hierarchical Class Activation Maps for "
+           "Localization", "https://doi.org/10.1109/TIP.2021.3089943"),
+     "each position weighted by its own positive gradient, so early layers keep their detail"),
+):
+    register(Method(name=_name, slug=_slug, function=_function, paper=_paper, family="activation map",
+                    needs_layer=True, signed=False, reports_progress=False, needs_gradients=True,
+                    cost="1 forward + 1 backward from the output to the layer", passes=_pass_and_backward,
+                    fast=True, summary=_summary, lesson=_LESSON_11))
+register(
+    Method(
+        name="EigenCAM",
+        slug="eigen-cam",
+        function=eigen_cam,
+        paper=Paper("Muhammad, Yeasin", 2020, "Eigen-CAM: Class Activation Map using Principal Components",
+                    "https://arxiv.org/abs/2008.00299"),
+        family="activation map",
+        needs_layer=True,
+        signed=False,
+        reports_progress=False,
+        needs_gradients=False,
+        cost="1 forward",
+        passes=_one_pass,
+        fast=True,
+        summary="the first principal component of the layer's channels; class-agnostic (the target is ignored)",
+        lesson=_LESSON_11,
+        class_agnostic=True,
+    )
+)
+register(
+    Method(
+        name="Eigen-Grad-CAM",
+        slug="eigen-grad-cam",
+        function=eigen_grad_cam,
+        paper=_PGC,
+        family="activation map",
+        needs_layer=True,
+        signed=False,
+        reports_progress=False,
+        needs_gradients=True,
+        cost="1 forward + 1 backward from the output to the layer",
+        passes=_pass_and_backward,
+        fast=True,
+        summary="the first principal component of gradient times activation (pytorch-grad-cam's variant)",
+        lesson=_LESSON_11,
+    )
+)
+register(
+    Method(
+        name="Ablation-CAM",
+        slug="ablation-cam",
+        function=ablation_cam,
+        paper=Paper("Desai, Ramaswamy", 2020, "Ablation-CAM: Visual Explanations for Deep Convolutional Network via "
+                    "Gradient-free Localization", "https://openaccess.thecvf.com/content_WACV_2020/html/"
+                    "Desai_Ablation-CAM_Visual_Explanations_for_Deep_Convolutional_Network_via_Gradient-free_"
+                    "Localization_WACV_2020_paper.html"),
+        family="activation map",
+        needs_layer=True,
+        signed=False,
+        reports_progress=True,
+        needs_gradients=False,
+        cost="1 forward + ⌈(live channels + 1) / 256⌉ calls that re-run only the layers after the layer",
+        passes=_ablation_passes,
+        summary="channel weights are the relative drop of the class score when the channel is set to 0",
+        lesson=_LESSON_11,
+    )
+)
+register(
+    Method(
+        name="Smooth Grad-CAM++",
+        slug="smooth-grad-cam++",
+        function=smooth_grad_cam_plus_plus,
+        paper=Paper("Omeiza, Speakman, Cintas, Weldemariam", 2019, "Smooth Grad-CAM++: An Enhanced Inference Level "
+                    "Visualization Technique for Deep Convolutional Neural Network Models",
+                    "https://arxiv.org/abs/1908.01224"),
+        family="activation map",
+        needs_layer=True,
+        signed=False,
+        reports_progress=True,
+        needs_gradients=True,
+        cost="1 forward + samples (4) forwards and backwards from the output to the layer",
+        passes=_smooth_pp_passes,
+        summary="the Grad-CAM++ weights with each power of the gradient averaged over noisy copies of the image",
+        lesson=_LESSON_11,
+    )
+)
+register(
+    Method(
+        name="SS-CAM",
+        slug="ss-cam",
+        function=ss_cam,
+        paper=Paper("Wang, Naidu, Michael, Kundu", 2020, "SS-CAM: Smoothed Score-CAM for Sharper Visual Feature "
+                    "Localization", "https://arxiv.org/abs/2006.14255"),
+        family="activation map",
+        needs_layer=True,
+        signed=False,
+        reports_progress=True,
+        needs_gradients=False,
+        cost="1 + samples (35) x live channels forwards",
+        passes=_ss_cam_passes,
+        preview={"top_channels": 16, "samples": 4},  # 64 masked passes: an approximation, as Score-CAM's
+        summary="channel weights are the softmax of the mean logit increase over noisy copies of the channel's mask",
+        lesson=_LESSON_11,
+    )
+)
+register(
+    Method(
+        name="IS-CAM",
+        slug="is-cam",
+        function=is_cam,
+        paper=Paper("Naidu, Ghosh, Maurya, Nayak K, Kundu", 2020, "IS-CAM: Integrated Score-CAM for axiomatic-based "
+                    "explanations", "https://arxiv.org/abs/2010.03023"),
+        family="activation map",
+        needs_layer=True,
+        signed=False,
+        reports_progress=True,
+        needs_gradients=False,
+        cost="1 + samples (10) x live channels forwards",
+        passes=_is_cam_passes,
+        preview={"top_channels": 16, "samples": 4},  # 64 masked passes: an approximation, as Score-CAM's
+        summary="channel weights are the softmax of the mean logit increase over growing multiples of the channel's mask",
+        lesson=_LESSON_11,
     )
 )
 register(
@@ -550,6 +719,26 @@ register(
         fast=True,
         summary="the Guided Backprop map times the upsampled Grad-CAM map (Sec. 3)",
         lesson="09_pixel_gradients.ipynb",
+    )
+)
+register(
+    Method(
+        name="FullGrad",
+        slug="full-grad",
+        function=full_grad,
+        paper=Paper("Srinivas, Fleuret", 2019, "Full-Gradient Representation for Neural Network Visualization",
+                    "https://arxiv.org/abs/1905.00780"),
+        family="gradient",
+        needs_layer=False,
+        signed=False,
+        reports_progress=False,
+        needs_gradients=True,
+        cost="1 forward + 1 backward to the input",
+        passes=_pass_and_backward,
+        requirement="BatchNorm layers with running statistics (it refuses batch statistics)",
+        fast=True,
+        summary="the input-gradient term and every convolution's and BatchNorm's bias-gradient term, rescaled and summed",
+        lesson=_LESSON_11,
     )
 )
 register(

@@ -28,7 +28,7 @@ from ..engine.inputs import batch_size_value, choice, flag, positive_int
 from ..engine.progress import check_progress
 from .cam_template import weighted_sum
 
-__all__ = ["score_cam", "score_cam_weights", "live_channels", "most_active", "SCORE_CAM_SCORES"]
+__all__ = ["score_cam", "score_cam_weights", "live_channels", "most_active", "channel_masks", "SCORE_CAM_SCORES"]
 
 SCORE_CAM_SCORES = ("probability", "logit-softmax")
 
@@ -41,6 +41,16 @@ def live_channels(activation: torch.Tensor) -> torch.Tensor:
     """
     flat = activation.flatten(2)
     return flat.amax(-1) > flat.amin(-1)
+
+
+def channel_masks(activation: torch.Tensor, rows: torch.Tensor, channels: torch.Tensor,
+                  size: tuple[int, int]) -> torch.Tensor:
+    """H^k = s(Up(A^k)) for the (image, channel) pairs ``rows[r], channels[r]``: (B, 1, H, W) float32 in [0, 1].
+
+    Upsampled first, then min-max scaled, as in the Score-CAM authors' code.
+    """
+    maps = activation[rows, channels].unsqueeze(1).float()
+    return minmax(F.interpolate(maps, size=size, mode="bilinear", align_corners=False), (2, 3))
 
 
 def most_active(activation: torch.Tensor, live: torch.Tensor, k: int) -> torch.Tensor:
@@ -117,10 +127,7 @@ def score_cam_weights(
     flat, offsets = torch.cat(index), torch.cumsum(counts, 0) - counts
 
     def build(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        chosen = flat[offsets[rows] + cols]
-        maps = activation[rows, chosen].unsqueeze(1).float()
-        masks = minmax(F.interpolate(maps, size=size, mode="bilinear", align_corners=False), (2, 3))
-        return x[rows] * masks.to(x.dtype)
+        return x[rows] * channel_masks(activation, rows, flat[offsets[rows] + cols], size).to(x.dtype)
 
     values = scorer.run(counts.tolist(), build)
     raw = torch.zeros(n, channels, device=x.device, dtype=torch.float32)

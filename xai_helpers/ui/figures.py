@@ -15,6 +15,8 @@ map's units.
 
 from __future__ import annotations
 
+import math
+
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -90,7 +92,8 @@ def plot_overlays(
         heats: ``{panel title (e.g. the method): (H, W) heatmap}``.
         subtitles: optional extra line per panel (e.g. class and probability).
         title: figure title.
-        columns: panels per row (default: all in one row, at most 5).
+        columns: panels per row (default: all in one row, at most 5; from 11
+            panels on, enough columns to keep the grid wider than tall).
 
     Returns:
         The matplotlib ``Figure``.
@@ -100,7 +103,7 @@ def plot_overlays(
 
     photo = load_image(image)
     panels = 1 + len(heats)
-    columns = columns or min(panels, 5)
+    columns = columns or (min(panels, 5) if panels <= 10 else math.ceil(math.sqrt(1.6 * panels)))
     rows = -(-panels // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(panel_size * columns + 0.8, panel_size * rows), squeeze=False)
     flat: Sequence = axes.ravel()
