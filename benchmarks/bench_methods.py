@@ -19,6 +19,7 @@ Usage:
     python benchmarks/bench_methods.py                 # CPU, writes benchmarks/RESULTS.md
     python benchmarks/bench_methods.py --captum-only   # only the captum section, replaced in RESULTS.md
     python benchmarks/bench_methods.py --variants-only # only lesson 11's CAM variants against the peers
+    python benchmarks/bench_methods.py --later-only    # only lesson 11's Ablation-CAM, SS/IS-CAM, ... against the peers
     python benchmarks/bench_methods.py --device cuda   # GPU section (RESULTS-cuda.md)
     python benchmarks/bench_methods.py --quick         # fewer repeats, no memory test
 Needs the [bench] extra: pip install -e ".[bench]"  (python3 dev.py bench does it).
@@ -575,6 +576,99 @@ def variants_section(loaded, device, repeats: int) -> list[str]:
     return lines
 
 
+LATER_MARKER = "## Lesson 11: Ablation-CAM, Smooth Grad-CAM++, SS-CAM, IS-CAM and FullGrad against the peers"
+
+
+def later_section(loaded, device, repeats: int) -> list[str]:
+    """The multi-pass members of lesson 11 and FullGrad against pytorch-grad-cam and torchcam, on the same model,
+    photos, targets and settings; one interleaved run per photo. pytorch-grad-cam's AblationCAM (1280 full
+    passes) and the two libraries' SS-CAM and IS-CAM run once per photo, the rest ``repeats`` times."""
+    import pytorch_grad_cam as pgc_lib
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam import methods as tc_lib
+
+    model, layer = loaded.model, loaded.target_layer
+    # pytorch-grad-cam keeps its hooks registered between calls, and each of its objects records every pass
+    # through its model: AblationCAM's 1280 passes would pile up in FullGrad's records (tens of GB) on a
+    # shared copy. So each peer object gets its own copy of the network.
+    ablation_model, fullgrad_model, tc_model = (copy.deepcopy(model) for _ in range(3))
+    lines = [LATER_MARKER, "",
+             f"Measured {datetime.date.today().isoformat()} on {machine_details(device)}. EfficientNet-Lite0, layer "
+             "`features.head`, batch 1, each photo's top-1 class. SS-CAM and IS-CAM run with 2 samples in both "
+             "libraries; torchcam scores all 1280 channels, the package only the live ones (it leaves constant "
+             "channels out of the softmax, a stated difference, docs/methods.md); the slow peers "
+             f"run once per photo, everything else {repeats} times, medians. Each library has its own copy of the network.",
+             "", "| photo | method | ours | vs forward | peer | peer time | peer / ours | corr. with the peer |",
+             "|---|---|---|---|---|---|---|---|"]
+    ratios = {}
+    for name in IMAGES:
+        x = loaded.preprocess(name)
+        with torch.inference_mode():
+            target = int(model(x).argmax())
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+
+        def forward_only():
+            with torch.inference_mode():
+                return model(x_cl)
+
+        def pgc_call(cls, net, **kw):
+            cam = cls(model=net, target_layers=[net.features.head], **kw)
+            def run():
+                return cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+            return cam, run
+
+        def tc_call(cls, needs_grad, **kw):
+            def run():
+                with cls(tc_model, target_layer=tc_model.features.head, **kw) as extractor:
+                    with torch.set_grad_enabled(needs_grad):
+                        scores = tc_model(x)
+                    return extractor(class_idx=target, scores=scores)[0]
+            return run
+
+        ablation_pgc, ablation_run = pgc_call(pgc_lib.AblationCAM, ablation_model)
+        fullgrad_pgc = pgc_lib.FullGrad(model=fullgrad_model, target_layers=[])
+        fast = {
+            "forward": forward_only,
+            "FullGrad": lambda: xh.full_grad(model, x, target=target),
+            "Smooth Grad-CAM++": lambda: xh.smooth_grad_cam_plus_plus(model, x, layer, target=target, samples=4),
+            "Ablation-CAM": lambda: xh.ablation_cam(model, x, layer, target=target),
+            "pgc FullGrad": lambda: fullgrad_pgc(input_tensor=x, targets=[ClassifierOutputTarget(target)]),
+            "torchcam SmoothGradCAMpp": tc_call(tc_lib.SmoothGradCAMpp, True, num_samples=4),
+        }
+        slow = {
+            "SS-CAM": lambda: xh.ss_cam(model, x, layer, target=target, samples=2),
+            "IS-CAM": lambda: xh.is_cam(model, x, layer, target=target, samples=2),
+            "pgc AblationCAM": ablation_run,
+            "torchcam SSCAM": tc_call(tc_lib.SSCAM, False, num_samples=2),
+            "torchcam ISCAM": tc_call(tc_lib.ISCAM, False, num_samples=2),
+        }
+        for fn in fast.values():
+            fn()
+        fast_t, outs = interleaved(fast, repeats, device)
+        xh.ss_cam(model, x, layer, target=target, samples=1, top_channels=8)  # builds the fast copy once
+        slow_t, slow_outs = interleaved(slow, 1, device)
+        ablation_pgc.activations_and_grads.release()
+        fullgrad_pgc.activations_and_grads.release()
+        times, outs = {**fast_t, **slow_t}, {**outs, **slow_outs}
+        pairs = (("FullGrad", "pgc FullGrad"), ("Smooth Grad-CAM++", "torchcam SmoothGradCAMpp"),
+                 ("Ablation-CAM", "pgc AblationCAM"), ("SS-CAM", "torchcam SSCAM"), ("IS-CAM", "torchcam ISCAM"))
+        for ours, peer in pairs:
+            ratio = times[peer] / times[ours]
+            ratios.setdefault(ours, []).append(ratio)
+            corr = correlation(outs[ours][0], to_map(outs[peer], x.shape[-2:], device))
+            lines.append(f"| {name} | {ours} | {duration(times[ours])} | {times[ours] / times['forward']:.1f}x | {peer} | "
+                         f"{duration(times[peer])} | {ratio:.1f}x | {corr:.4f} |")
+    worst = {k: min(v) for k, v in ratios.items()}
+    lines += ["", "| target | measured (worst photo) | met |", "|---|---|---|",
+              f"| Ablation-CAM >= 5x faster than pgc's AblationCAM | {worst['Ablation-CAM']:.1f}x | "
+              f"{'yes' if worst['Ablation-CAM'] >= 5 else 'no'} |",
+              f"| SS-CAM >= 3x faster than torchcam's (same samples) | {worst['SS-CAM']:.1f}x | "
+              f"{'yes' if worst['SS-CAM'] >= 3 else 'no'} |",
+              f"| IS-CAM >= 3x faster than torchcam's (same samples) | {worst['IS-CAM']:.1f}x | "
+              f"{'yes' if worst['IS-CAM'] >= 3 else 'no'} |", ""]
+    return lines
+
+
 def replace_section(path: Path, marker: str, lines: list[str]) -> None:
     """Put ``lines`` (starting with ``marker``) in place of that section of ``path``, or append them."""
     text = path.read_text() if path.exists() else ""
@@ -597,6 +691,8 @@ def main(argv=None) -> int:
     parser.add_argument("--captum-only", action="store_true", help="only the captum section, replaced in the results file")
     parser.add_argument("--engine-only", action="store_true", help="only the engine section, replaced in the results file")
     parser.add_argument("--variants-only", action="store_true", help="only lesson 11's CAM variants, replaced in the results file")
+    parser.add_argument("--later-only", action="store_true",
+                        help="only lesson 11's Ablation-CAM, Smooth Grad-CAM++, SS-CAM, IS-CAM and FullGrad, replaced in the results file")
     args = parser.parse_args(argv)
     if args.memory_only:
         print("\n".join(memory_table(torch.device("cpu"))))
@@ -604,12 +700,14 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     fast_repeats, slow_repeats = (3, 1) if args.quick else (7, 3)
     out = Path(args.out) if args.out else HERE / ("RESULTS.md" if device.type == "cpu" else f"RESULTS-{device.type}.md")
-    if args.captum_only or args.engine_only or args.variants_only:
+    if args.captum_only or args.engine_only or args.variants_only or args.later_only:
         loaded = xh.load_model(device=device)
         if args.captum_only:
             section, marker = captum_section(loaded, device, fast_repeats, slow_repeats - 1 or 1, args.quick), CAPTUM_MARKER
         elif args.variants_only:
             section, marker = variants_section(loaded, device, 5 if args.quick else 15), VARIANTS_MARKER
+        elif args.later_only:
+            section, marker = later_section(loaded, device, 3 if args.quick else 7), LATER_MARKER
         else:
             section, marker = engine_section(loaded, device, 5 if args.quick else 21), ENGINE_MARKER
         print("\n".join(section))
@@ -800,6 +898,8 @@ def main(argv=None) -> int:
     for line in engine_section(loaded, device, 5 if args.quick else 21):
         report(line)
     for line in variants_section(loaded, device, 5 if args.quick else 15):
+        report(line)
+    for line in later_section(loaded, device, 3 if args.quick else 7):
         report(line)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")

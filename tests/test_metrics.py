@@ -357,6 +357,18 @@ def test_road_morf_falls_for_the_evidence_and_lerf_holds():
     torch.testing.assert_close(lerf, torch.sigmoid(torch.full((1, 1), 8 * 16 / 256)), atol=1e-4, rtol=0)
 
 
+def test_road_tolerance_is_a_setting_and_a_looser_one_stays_within_the_noise(small_cnn):
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    heat = {"a": torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(4))}
+    tight = M.faithfulness(small_cnn, x, heat, [0, 1], metrics=("road",), road_fractions=(0.5,), road_tol=1e-8)
+    loose = M.faithfulness(small_cnn, x, heat, [0, 1], metrics=("road",), road_fractions=(0.5,), road_tol=1e-3)
+    for order in ("morf", "lerf"):
+        assert (tight["a"][order] - loose["a"][order]).abs().max() < 1e-2  # the imputation adds noise of 0.01 itself
+    for bad in (0.0, 1.0, -1e-3):
+        with pytest.raises(ValueError, match="road_tol"):
+            M.faithfulness(small_cnn, x, heat, [0, 1], metrics=("road",), road_tol=bad)
+
+
 class _FakeExtractor:
     """torchcam's CAM-extractor protocol around fixed maps, so its metric scores *our* maps."""
 

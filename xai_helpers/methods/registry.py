@@ -549,7 +549,7 @@ register(
         needs_gradients=False,
         cost="1 + samples (35) x live channels forwards",
         passes=_ss_cam_passes,
-        preview={"top_channels": 16, "samples": 4},  # 64 masked passes: an approximation, as Score-CAM's
+        preview={"top_channels": 16, "samples": 2},  # 32 masked passes: an approximation, as Score-CAM's
         summary="channel weights are the softmax of the mean logit increase over noisy copies of the channel's mask",
         lesson=_LESSON_11,
     )
@@ -568,8 +568,28 @@ register(
         needs_gradients=False,
         cost="1 + samples (10) x live channels forwards",
         passes=_is_cam_passes,
-        preview={"top_channels": 16, "samples": 4},  # 64 masked passes: an approximation, as Score-CAM's
+        preview={"top_channels": 16, "samples": 2},  # 32 masked passes: an approximation, as Score-CAM's
         summary="channel weights are the softmax of the mean logit increase over growing multiples of the channel's mask",
+        lesson=_LESSON_11,
+    )
+)
+register(
+    Method(
+        name="FullGrad",
+        slug="full-grad",
+        function=full_grad,
+        paper=Paper("Srinivas, Fleuret", 2019, "Full-Gradient Representation for Neural Network Visualization",
+                    "https://arxiv.org/abs/1905.00780"),
+        family="activation map",  # its map is the sum of every layer's bias-gradient maps, as in pytorch-grad-cam
+        needs_layer=False,
+        signed=False,
+        reports_progress=False,
+        needs_gradients=True,
+        cost="1 forward + 1 backward to the input",
+        passes=_pass_and_backward,
+        requirement="BatchNorm layers with running statistics (it refuses batch statistics)",
+        fast=True,
+        summary="the input-gradient term and every convolution's and BatchNorm's bias-gradient term, rescaled and summed",
         lesson=_LESSON_11,
     )
 )
@@ -719,26 +739,6 @@ register(
         fast=True,
         summary="the Guided Backprop map times the upsampled Grad-CAM map (Sec. 3)",
         lesson="09_pixel_gradients.ipynb",
-    )
-)
-register(
-    Method(
-        name="FullGrad",
-        slug="full-grad",
-        function=full_grad,
-        paper=Paper("Srinivas, Fleuret", 2019, "Full-Gradient Representation for Neural Network Visualization",
-                    "https://arxiv.org/abs/1905.00780"),
-        family="gradient",
-        needs_layer=False,
-        signed=False,
-        reports_progress=False,
-        needs_gradients=True,
-        cost="1 forward + 1 backward to the input",
-        passes=_pass_and_backward,
-        requirement="BatchNorm layers with running statistics (it refuses batch statistics)",
-        fast=True,
-        summary="the input-gradient term and every convolution's and BatchNorm's bias-gradient term, rescaled and summed",
-        lesson=_LESSON_11,
     )
 )
 register(

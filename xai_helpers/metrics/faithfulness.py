@@ -224,6 +224,7 @@ def faithfulness(
     road_fractions=(0.2, 0.5, 0.8),
     road_orders=("morf", "lerf"),
     road_noise: float = 0.01,
+    road_tol: float = 1e-4,
     score: str | tuple[str, ...] = "probability",
     deletion_reference: str = "mean",
     insertion_reference: str = "blur",
@@ -239,7 +240,8 @@ def faithfulness(
       Average Drop and Increase in Confidence (Chattopadhay et al. 2018, Sec. 5.1);
     * "deletion", "insertion": the RISE curves (Petsiuk et al. 2018, Sec. 4.1), ``step`` pixels a point;
     * "road": ``morf`` and/or ``lerf``, (N, F) scores at ``road_fractions``
-      (Rong et al. 2022, Sec. 4).
+      (Rong et al. 2022, Sec. 4); ``road_tol`` is the imputation's relative
+      residual (:func:`~xai_helpers.metrics.removal.noisy_linear_imputation`).
 
     ``score`` is "probability" or "logit"; a tuple of both returns
     ``{score: {name: {...}}}`` from the same passes. ``target`` as for the
@@ -266,6 +268,7 @@ def faithfulness(
     step = positive_int("step", step)
     fractions = [number("road fraction", f, low=0.0, high=1.0, low_open=True, high_open=True) for f in road_fractions]
     road_noise = number("road_noise", road_noise, low=0.0)
+    road_tol = number("road_tol", road_tol, low=0.0, high=1.0, low_open=True, high_open=True)
     batch_size_value(batch_size)
     check_progress(progress)
     if not isinstance(maps, Mapping) or not maps:
@@ -325,7 +328,8 @@ def faithfulness(
                             chosen = order[:count] if o == "morf" else order[pixels - count:]
                             removed = torch.zeros(pixels, dtype=torch.bool, device=x.device)
                             removed[chosen] = True
-                            return noisy_linear_imputation(image[None], removed.view(1, h, w), road_noise, seed=i)[0]
+                            return noisy_linear_imputation(image[None], removed.view(1, h, w), road_noise, seed=i,
+                                                           tol=road_tol)[0]
                         yield ("road", key, o, f), make
 
     pending = [list(jobs(i)) for i in range(n)]
