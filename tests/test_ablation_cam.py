@@ -48,8 +48,12 @@ def test_all_zero_channels_cost_nothing():
     assert replays[0].mode == "tail" and replays[0].prefix_passes == 1
 
 
-def slow_ablation_cam(model, x, layer, targets):
-    """The paper's formula with one full forward pass per channel and a hook that zeroes it."""
+def zero_channel(out, k):
+    out[:, k] = 0
+
+
+def slow_ablation_cam(model, x, layer, targets, ablate=zero_channel):
+    """The paper's formula with one full forward pass per channel and a hook that zeroes it (``ablate(out, k)``)."""
     maps = []
     for i, c in enumerate(targets):
         xi = x[i : i + 1]
@@ -60,7 +64,7 @@ def slow_ablation_cam(model, x, layer, targets):
             for k in range(a.shape[1]):
                 def zero(module, inputs, out, k=k):
                     out = out.clone()
-                    out[:, k] = 0
+                    ablate(out, k)
                     return out
                 handle = layer.register_forward_hook(zero)
                 try:
@@ -141,28 +145,11 @@ def test_tokens_and_channels_last_are_ablated_in_the_layers_own_layout():
     rec = layer_pass(tokens, x, tokens[4], [0, 2], gradient=False)
     assert rec.raw.shape == (2, 17, 4) and rec.activation.shape == (2, 4, 4, 4)
 
-    def slow(model, layer, targets):
-        maps = []
-        for i, c in enumerate(targets):
-            xi = x[i : i + 1]
-            with torch.no_grad():
-                y = model(xi)[0, c].double()
-                feature = layer_pass(model, xi, layer, gradient=False).activation
-                w = torch.zeros(feature.shape[1], dtype=torch.float64)
-                for k in range(feature.shape[1]):
-                    def zero(module, inputs, out, k=k):
-                        out = out.clone()
-                        out[:, 1:, k] = 0  # the grid tokens' channel k
-                        return out
-                    handle = layer.register_forward_hook(zero)
-                    try:
-                        w[k] = (y - model(xi)[0, c].double()) / y
-                    finally:
-                        handle.remove()
-            maps.append((w.float().view(1, -1, 1, 1) * feature).sum(1))
-        return xh.engine.finish(torch.cat(maps), x.shape[-2:])
+    def grid_channel(out, k):
+        out[:, 1:, k] = 0  # the grid tokens' channel k
 
-    torch.testing.assert_close(xh.ablation_cam(tokens, x, tokens[4], target=[0, 2]), slow(tokens, tokens[4], [0, 2]),
+    torch.testing.assert_close(xh.ablation_cam(tokens, x, tokens[4], target=[0, 2]),
+                               slow_ablation_cam(tokens, x, tokens[4], [0, 2], ablate=grid_channel),
                                rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="may only rearrange"):
         xh.ablation_cam(tokens, x, tokens[4], target=0,

@@ -535,44 +535,22 @@ register(
         lesson=_LESSON_11,
     )
 )
-register(
-    Method(
-        name="SS-CAM",
-        slug="ss-cam",
-        function=ss_cam,
-        paper=Paper("Wang, Naidu, Michael, Kundu", 2020, "SS-CAM: Smoothed Score-CAM for Sharper Visual Feature "
-                    "Localization", "https://arxiv.org/abs/2006.14255"),
-        family="activation map",
-        needs_layer=True,
-        signed=False,
-        reports_progress=True,
-        needs_gradients=False,
-        cost="1 + samples (35) x live channels forwards",
-        passes=_ss_cam_passes,
-        preview={"top_channels": 16, "samples": 2},  # 32 masked passes: an approximation, as Score-CAM's
-        summary="channel weights are the softmax of the mean logit increase over noisy copies of the channel's mask",
-        lesson=_LESSON_11,
-    )
-)
-register(
-    Method(
-        name="IS-CAM",
-        slug="is-cam",
-        function=is_cam,
-        paper=Paper("Naidu, Ghosh, Maurya, Nayak K, Kundu", 2020, "IS-CAM: Integrated Score-CAM for axiomatic-based "
-                    "explanations", "https://arxiv.org/abs/2010.03023"),
-        family="activation map",
-        needs_layer=True,
-        signed=False,
-        reports_progress=True,
-        needs_gradients=False,
-        cost="1 + samples (10) x live channels forwards",
-        passes=_is_cam_passes,
-        preview={"top_channels": 16, "samples": 2},  # 32 masked passes: an approximation, as Score-CAM's
-        summary="channel weights are the softmax of the mean logit increase over growing multiples of the channel's mask",
-        lesson=_LESSON_11,
-    )
-)
+for _name, _slug, _function, _paper, _cost, _passes, _over in (
+    ("SS-CAM", "ss-cam", ss_cam,
+     Paper("Wang, Naidu, Michael, Kundu", 2020, "SS-CAM: Smoothed Score-CAM for Sharper Visual Feature Localization",
+           "https://arxiv.org/abs/2006.14255"),
+     "1 + samples (35) x live channels forwards", _ss_cam_passes, "noisy copies of the channel's mask"),
+    ("IS-CAM", "is-cam", is_cam,
+     Paper("Naidu, Ghosh, Maurya, Nayak K, Kundu", 2020, "IS-CAM: Integrated Score-CAM for axiomatic-based "
+           "explanations", "https://arxiv.org/abs/2010.03023"),
+     "1 + samples (10) x live channels forwards", _is_cam_passes, "growing multiples of the channel's mask"),
+):
+    register(Method(name=_name, slug=_slug, function=_function, paper=_paper, family="activation map",
+                    needs_layer=True, signed=False, reports_progress=True, needs_gradients=False, cost=_cost,
+                    passes=_passes,
+                    preview={"top_channels": 16, "samples": 2},  # 32 masked passes: an approximation, as Score-CAM's
+                    summary=f"channel weights are the softmax of the mean logit increase over {_over}",
+                    lesson=_LESSON_11))
 register(
     Method(
         name="FullGrad",
