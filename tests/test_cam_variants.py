@@ -219,6 +219,27 @@ def test_gradient_variants_equal_pytorch_grad_cam(name, layer):
     torch.testing.assert_close(PGC[name](model, X, module, target=TARGETS), theirs, rtol=0, atol=1e-5)
 
 
+def test_grad_cam_plus_plus_equals_pytorch_grad_cam_with_its_epsilon():
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from xai_helpers.methods.grad_cam import grad_cam_plus_plus_weights
+
+    model = ConvNet().eval()
+    with pgc.GradCAMPlusPlus(model=model, target_layers=[model.stage2]) as cam:
+        theirs = torch.from_numpy(cam(input_tensor=X, targets=[ClassifierOutputTarget(t) for t in TARGETS]))
+    a, g, _, _ = xh.activation_and_gradient(model, X, model.stage2, target=TARGETS)
+    # pgc's alpha = g^2 / (2 g^2 + sum(A) g^3 + 1e-6), 0 where g = 0 (1.5.7).
+    g2 = g.pow(2)
+    alpha = torch.where(g != 0, g2 / (2 * g2 + a.sum((2, 3), keepdim=True) * g2 * g + 1e-6), 0.0)
+    with_eps = xh.engine.finish(weighted_sum((alpha * g.clamp_min(0)).sum((2, 3)), a), (16, 16))
+    torch.testing.assert_close(with_eps, theirs, rtol=0, atol=1e-5)
+    # The gradients here are about 1e-3, so g^2 is near the epsilon: the paper's alpha gives another map.
+    assert (xh.grad_cam_plus_plus(model, X, model.stage2, target=TARGETS) - theirs).abs().amax() > 0.05
+    paper = xh.engine.finish(weighted_sum(grad_cam_plus_plus_weights(a, g), a), (16, 16))
+    torch.testing.assert_close(xh.grad_cam_plus_plus(model, X, model.stage2, target=TARGETS), paper)
+
+
 @pytest.mark.parametrize("ours, theirs", [("eigen_cam", "EigenCAM"), ("eigen_grad_cam", "EigenGradCAM")])
 def test_eigen_variants_equal_pytorch_grad_cam_up_to_its_sign(ours, theirs):
     pgc = pytest.importorskip("pytorch_grad_cam")

@@ -2,7 +2,8 @@
 
 =====================  ==========================================================
 ``registry``           ``METHODS`` (image methods) and ``TABULAR_METHODS``, the one list
-``cam_template``       a layer method is ``combine(activation, gradient) -> map``
+``cam_template``       a layer method is ``combine(activation, gradient) -> map``; ``eigen_smooth``
+``aug_smooth``         pytorch-grad-cam's ``aug_smooth``: the mean map of six flipped and rescaled copies
 ``cam``                CAM (Zhou et al. 2016)
 ``grad_cam``           Grad-CAM, Grad-CAM++ and Smooth Grad-CAM++
 ``cam_variants``       XGrad-CAM, HiResCAM, Grad-CAM element-wise, LayerCAM, EigenCAM, Eigen-Grad-CAM
@@ -42,6 +43,7 @@ from .pixel_gradients import input_x_gradient, integrated_gradients, saliency, s
 from .registry import (
     FAMILIES,
     METHODS,
+    SMOOTHING,
     TABULAR_METHODS,
     Explanation,
     Method,
@@ -66,6 +68,7 @@ __all__ = [
     "Explanation",
     "FAMILIES",
     "METHODS",
+    "SMOOTHING",
     "Method",
     "Paper",
     "SegmentAttribution",

@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from ..engine import ReshapeTransform, Target, finish, layer_pass, to_feature_map
-from ..engine.inputs import batch_size_value
+from ..engine.inputs import batch_size_value, flag
 from ..engine.layer_replay import LayerReplay
 from ..engine.model_traits import uses_batch_statistics
 from ..engine.progress import check_progress, progress_bar
 from ..engine.targets import class_scores
+from .aug_smooth import with_aug_smooth
 from .cam_template import weighted_sum
 
 __all__ = ["ABLATION_BATCH", "ablation_cam", "ablation_cam_weights", "channel_positions"]
@@ -99,9 +100,10 @@ def ablation_cam_weights(model: nn.Module, x: torch.Tensor, layer: nn.Module, ac
     return weights.float(), replays
 
 
+@with_aug_smooth
 def ablation_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
                  batch_size: int | None = None, progress=False,
-                 reshape_transform: ReshapeTransform = None) -> torch.Tensor:
+                 reshape_transform: ReshapeTransform = None, eigen_smooth: bool = False) -> torch.Tensor:
     """Ablation-CAM (Desai & Ramaswamy 2020, WACV; the slope and the map as the paper defines them, equation
     numbers not checked here).
 
@@ -134,12 +136,14 @@ def ablation_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Ta
         reshape_transform: as for every layer method; it may only rearrange
             the layer's output (:func:`channel_positions`), since the
             ablated channels are written back into that output.
+        eigen_smooth: as :func:`xai_helpers.grad_cam`, of the terms w_k^c A^k.
 
     Returns:
         (N, H, W) float32 heatmaps in [0, 1].
     """
     batch_size_value(batch_size)
     check_progress(progress)
+    flag("eigen_smooth", eigen_smooth)
     recorded = layer_pass(model, x, layer, target, gradient=False, reshape_transform=reshape_transform)
     raw, positions = None, None
     if recorded.raw is not recorded.activation:  # tokens, channels-last, or the caller's reshape_transform
@@ -148,5 +152,5 @@ def ablation_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Ta
     weights, _ = ablation_cam_weights(model, x, layer, recorded.activation, recorded.output, recorded.classes,
                                       target, batch_size, progress, raw, positions)
     with torch.inference_mode():
-        maps = weighted_sum(weights, recorded.activation.float())
+        maps = weighted_sum(weights, recorded.activation.float(), eigen_smooth)
     return finish(maps, x.shape[-2:])

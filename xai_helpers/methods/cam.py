@@ -15,8 +15,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..engine import ReshapeTransform, Target, check_input, finish, iter_modules, layer_pass
+from ..engine import (
+    ReshapeTransform,
+    Target,
+    check_input,
+    finish,
+    iter_modules,
+    layer_pass,
+)
+from ..engine.inputs import flag
 from ..engine.targets import is_callable_target
+from .aug_smooth import with_aug_smooth
 from .cam_template import weighted_sum
 
 __all__ = ["cam", "find_gap_linear"]
@@ -81,6 +90,7 @@ def _match_head(seen, activation: torch.Tensor, logits: torch.Tensor) -> nn.Line
     return fc
 
 
+@with_aug_smooth
 def cam(
     model: nn.Module,
     x: torch.Tensor,
@@ -89,6 +99,7 @@ def cam(
     fc: nn.Linear | None = None,
     *,
     reshape_transform: ReshapeTransform = None,
+    eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Class activation maps, M_c = sum_k w_k^c A^k (Zhou et al. 2016, Eq. 2).
 
@@ -99,7 +110,7 @@ def cam(
         target: None (each image's top-1), an int, or N ints. A callable
             target has no fc row, so CAM refuses it (use Grad-CAM).
         fc: the final Linear; detected (and verified) when None.
-        reshape_transform: as :func:`xai_helpers.grad_cam`.
+        reshape_transform, eigen_smooth: as :func:`xai_helpers.grad_cam`.
 
     Returns:
         (N, H, W) float32 heatmaps in [0, 1].
@@ -113,6 +124,7 @@ def cam(
         >>> heat = cam(m.model, x, m.target_layer)  # doctest: +SKIP
     """
     check_input(model, x, layer)
+    flag("eigen_smooth", eigen_smooth)
     if is_callable_target(target):
         raise ValueError(
             "CAM explains one class through its row of the final Linear layer, so target must be None, an int "
@@ -138,5 +150,5 @@ def cam(
         )
     with torch.inference_mode():
         weights = fc.weight[recorded.classes]  # (N, C): w^c for each image's class
-        maps = weighted_sum(weights, activation)
+        maps = weighted_sum(weights, activation, eigen_smooth)
     return finish(maps, x.shape[-2:])

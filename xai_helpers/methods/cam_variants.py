@@ -27,7 +27,13 @@ from torch import nn
 
 from ..engine import ReshapeTransform, Target, layer_pass, normalize_per_image
 from ..engine.inputs import number
-from .cam_template import layer_heatmap, weighted_sum
+from .aug_smooth import with_aug_smooth
+from .cam_template import (
+    first_principal_component,
+    layer_heatmap,
+    reduce_channels,
+    weighted_sum,
+)
 
 __all__ = [
     "eigen_cam",
@@ -57,8 +63,9 @@ def xgrad_cam_weights(activation: torch.Tensor, grads: torch.Tensor) -> torch.Te
     return torch.where(nonzero, weighted / torch.where(nonzero, total, torch.ones_like(total)), 0.0)
 
 
+@with_aug_smooth
 def xgrad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
-              reshape_transform: ReshapeTransform = None) -> torch.Tensor:
+              reshape_transform: ReshapeTransform = None, eigen_smooth: bool = False) -> torch.Tensor:
     """XGrad-CAM (Fu et al. 2020, "Axiom-based Grad-CAM", BMVC; equation numbers not checked here).
 
     .. math::
@@ -71,12 +78,14 @@ def xgrad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Targe
     GAP -> Linear head, where g^k is constant over the map. Args and returns
     as :func:`xai_helpers.grad_cam`.
     """
-    return layer_heatmap(model, x, layer, target, lambda a, g: weighted_sum(xgrad_cam_weights(a, g), a),
+    return layer_heatmap(model, x, layer, target,
+                         lambda a, g: weighted_sum(xgrad_cam_weights(a, g), a, eigen_smooth),
                          reshape_transform=reshape_transform)
 
 
+@with_aug_smooth
 def hires_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
-              reshape_transform: ReshapeTransform = None) -> torch.Tensor:
+              reshape_transform: ReshapeTransform = None, eigen_smooth: bool = False) -> torch.Tensor:
     """HiResCAM (Draelos & Carin 2020, "Use HiResCAM instead of Grad-CAM for faithful explanations";
     equation numbers not checked here).
 
@@ -90,11 +99,13 @@ def hires_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Targe
     on a GAP -> Linear head it equals CAM. The ReLU is the template's (and
     pytorch-grad-cam's). Args and returns as :func:`xai_helpers.grad_cam`.
     """
-    return layer_heatmap(model, x, layer, target, lambda a, g: (g * a).sum(1), reshape_transform=reshape_transform)
+    return layer_heatmap(model, x, layer, target, lambda a, g: reduce_channels(g * a, eigen_smooth),
+                         reshape_transform=reshape_transform)
 
 
+@with_aug_smooth
 def grad_cam_elementwise(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
-                         reshape_transform: ReshapeTransform = None) -> torch.Tensor:
+                         reshape_transform: ReshapeTransform = None, eigen_smooth: bool = False) -> torch.Tensor:
     """Grad-CAM element-wise, pytorch-grad-cam's ``GradCAMElementWise`` (no paper; the library: Gildenblat and
     contributors 2021).
 
@@ -105,7 +116,7 @@ def grad_cam_elementwise(model: nn.Module, x: torch.Tensor, layer: nn.Module, ta
     one channel no longer cancels a positive one of another at the same
     position. Args and returns as :func:`xai_helpers.grad_cam`.
     """
-    return layer_heatmap(model, x, layer, target, lambda a, g: (g * a).clamp_min(0).sum(1),
+    return layer_heatmap(model, x, layer, target, lambda a, g: reduce_channels((g * a).clamp_min(0), eigen_smooth),
                          reshape_transform=reshape_transform)
 
 
@@ -114,8 +125,9 @@ def layer_cam_map(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor
     return (grads.clamp_min(0) * activation).sum(1)
 
 
+@with_aug_smooth
 def layer_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
-              reshape_transform: ReshapeTransform = None) -> torch.Tensor:
+              reshape_transform: ReshapeTransform = None, eigen_smooth: bool = False) -> torch.Tensor:
     """LayerCAM (Jiang, Zhang, Hou, Cheng, Wei 2021, IEEE TIP, the map of one layer; equation numbers not
     checked here).
 
@@ -130,7 +142,9 @@ def layer_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Targe
     is then CAM without its negatively weighted channels. Several layers:
     :func:`layer_cam_fusion`. Args and returns as :func:`xai_helpers.grad_cam`.
     """
-    return layer_heatmap(model, x, layer, target, layer_cam_map, reshape_transform=reshape_transform)
+    return layer_heatmap(model, x, layer, target,
+                         lambda a, g: reduce_channels(g.clamp_min(0) * a, eigen_smooth),
+                         reshape_transform=reshape_transform)
 
 
 def layer_cam_fusion(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module], target: Target = None, *,
@@ -165,34 +179,7 @@ def layer_cam_fusion(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Modu
     return normalize_per_image(fused)
 
 
-def first_principal_component(maps: torch.Tensor) -> torch.Tensor:
-    """(N, C, h, w) -> (N, h, w): each position's projection on the first principal direction of the C channels.
-
-    With M the (hw, C) matrix of one image, centred over the positions, and
-    M = U S V^T its singular value decomposition, the map is M v_1, the
-    positions' coordinates along the direction of largest variance
-    (Muhammad & Yeasin 2020 project the activations on v_1 of their SVD; the
-    centring is pytorch-grad-cam's). The SVD fixes v_1 only up to its sign; the sign is
-    chosen so that the map's largest |value| is positive (Chung & Ying 2025,
-    Eq. 13, pytorch-grad-cam's ``get_2d_projection_with_sign_correction``).
-    Computed in float64, from the eigendecomposition of the smaller of
-    M M^T (hw x hw) and M^T M (C x C) rather than a full SVD: M v_1 = s_1 u_1,
-    with u_1 the top eigenvector of M M^T and s_1^2 its eigenvalue.
-    """
-    n, c, h, w = maps.shape
-    m = maps.detach().double().flatten(2).transpose(1, 2)  # (N, hw, C)
-    m = m - m.mean(1, keepdim=True)
-    if h * w <= c:
-        values, vectors = torch.linalg.eigh(m @ m.transpose(1, 2))  # ascending eigenvalues
-        projection = vectors[..., -1] * values[..., -1:].clamp_min(0).sqrt()
-    else:
-        _, vectors = torch.linalg.eigh(m.transpose(1, 2) @ m)
-        projection = (m @ vectors[..., -1:]).squeeze(-1)  # (N, hw)
-    flip = projection.amin(1).abs() > projection.amax(1).abs()
-    projection = torch.where(flip.unsqueeze(1), -projection, projection)
-    return projection.view(n, h, w)
-
-
+@with_aug_smooth
 def eigen_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
               reshape_transform: ReshapeTransform = None) -> torch.Tensor:
     """EigenCAM (Muhammad & Yeasin 2020, "Eigen-CAM: Class Activation Map using Principal Components"; equation
@@ -216,6 +203,7 @@ def eigen_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Targe
                          reshape_transform=reshape_transform, gradient=False)
 
 
+@with_aug_smooth
 def eigen_grad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *,
                    reshape_transform: ReshapeTransform = None) -> torch.Tensor:
     """Eigen-Grad-CAM, pytorch-grad-cam's ``EigenGradCAM`` (no paper; the library: Gildenblat and contributors

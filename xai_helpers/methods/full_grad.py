@@ -29,6 +29,7 @@ from ..engine.hooks import evaluating
 from ..engine.inputs import check_input
 from ..engine.model_traits import uses_batch_statistics
 from ..engine.targets import select_output, target_scores
+from .aug_smooth import with_aug_smooth
 
 __all__ = ["bias_layers", "effective_bias", "full_grad", "full_gradient_decomposition"]
 
@@ -129,6 +130,7 @@ def _psi(term: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(summed, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
+@with_aug_smooth
 def full_grad(model: nn.Module, x: torch.Tensor, target: Target = None) -> torch.Tensor:
     """FullGrad saliency (Srinivas & Fleuret 2019: the full-gradient decomposition and the FullGrad map built on it;
     equation numbers not checked here).

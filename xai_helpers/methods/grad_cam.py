@@ -13,13 +13,15 @@ from ..engine import ReshapeTransform, Target, finish, layer_pass
 from ..engine.inputs import (
     batch_size_value,
     check_input,
+    flag,
     number,
     positive_int,
     seed_value,
 )
 from ..engine.progress import check_progress, progress_bar
 from ..engine.scorer import default_batch_size
-from .cam_template import layer_heatmap, weighted_sum
+from .aug_smooth import with_aug_smooth
+from .cam_template import layer_heatmap, reduce_channels, weighted_sum
 
 __all__ = [
     "grad_cam",
@@ -36,6 +38,7 @@ def grad_cam_sum(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return (grads.mean((2, 3), keepdim=True) * activation).sum(1)
 
 
+@with_aug_smooth
 def grad_cam(
     model: nn.Module,
     x: torch.Tensor,
@@ -43,6 +46,7 @@ def grad_cam(
     target: Target = None,
     *,
     reshape_transform: ReshapeTransform = None,
+    eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017, Eqs. 1-2).
 
@@ -63,11 +67,19 @@ def grad_cam(
         reshape_transform: turns the layer's output into (N, C, h, w);
             None detects ViT tokens and Swin's channels-last maps where the
             layout is unambiguous (``xai_helpers.engine.feature_maps``).
+        eigen_smooth: pytorch-grad-cam's setting: the first principal
+            component of the terms alpha_k^c A^k instead of their sum
+            (:func:`~xai_helpers.methods.cam_template.reduce_channels`); not
+            in the paper. Every layer method has it where its map is a sum
+            over channels, and every layer method has ``aug_smooth``
+            (:mod:`xai_helpers.methods.aug_smooth`).
 
     Returns:
         (N, H, W) float32 heatmaps in [0, 1].
     """
-    return layer_heatmap(model, x, layer, target, grad_cam_sum, reshape_transform=reshape_transform)
+    return layer_heatmap(model, x, layer, target,
+                         lambda a, g: reduce_channels(g.mean((2, 3), keepdim=True) * a, eigen_smooth),
+                         reshape_transform=reshape_transform)
 
 
 def grad_cam_plus_plus_weights(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -96,6 +108,7 @@ def _plus_plus_weights(activation: torch.Tensor, g1: torch.Tensor, g2: torch.Ten
     return (alpha * g1.clamp_min(0)).sum((2, 3))
 
 
+@with_aug_smooth
 def grad_cam_plus_plus(
     model: nn.Module,
     x: torch.Tensor,
@@ -103,6 +116,7 @@ def grad_cam_plus_plus(
     target: Target = None,
     *,
     reshape_transform: ReshapeTransform = None,
+    eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhay et al. 2018, Eq. 19 with the exponential closed form, and Eq. 7).
 
@@ -111,8 +125,10 @@ def grad_cam_plus_plus(
         w_k^c = \\sum_{i,j} \\alpha^{kc}_{ij}\\, \\mathrm{ReLU}\\Big(\\frac{\\partial S^c}{\\partial A^k_{ij}}\\Big)
 
     with alpha from :func:`grad_cam_plus_plus_weights`. This is the paper's
-    alpha, as pytorch-grad-cam computes it (up to its +1e-7 in the
-    denominator). Variants in the wild:
+    alpha, as pytorch-grad-cam computes it, up to its +1e-6 in the
+    denominator (1.5.7), which is not small where g^2 is below about 1e-5:
+    on the small CNN of ``tests/test_cam_variants.py`` the maps differ by up
+    to 0.2, and agree once the epsilon is written in. Variants in the wild:
 
     * the authors' code also divides alpha by its spatial sum where that is
       non-zero;
@@ -123,7 +139,7 @@ def grad_cam_plus_plus(
     Args and returns as :func:`grad_cam`.
     """
     return layer_heatmap(model, x, layer, target,
-                         lambda a, g: weighted_sum(grad_cam_plus_plus_weights(a, g), a),
+                         lambda a, g: weighted_sum(grad_cam_plus_plus_weights(a, g), a, eigen_smooth),
                          reshape_transform=reshape_transform)
 
 
@@ -140,6 +156,7 @@ def smooth_grad_cam_plus_plus_weights(activation: torch.Tensor, grads: list[torc
     return _plus_plus_weights(activation, d1, d2, d3)
 
 
+@with_aug_smooth
 def smooth_grad_cam_plus_plus(
     model: nn.Module,
     x: torch.Tensor,
@@ -152,6 +169,7 @@ def smooth_grad_cam_plus_plus(
     batch_size: int | None = None,
     progress=False,
     reshape_transform: ReshapeTransform = None,
+    eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Smooth Grad-CAM++ (Omeiza, Speakman, Cintas, Weldemariam 2019, arXiv:1908.01224; equation numbers not
     checked here): Grad-CAM++ on SmoothGrad's noisy copies.
@@ -190,6 +208,7 @@ def smooth_grad_cam_plus_plus(
         (N, H, W) float32 heatmaps in [0, 1].
     """
     check_input(model, x, layer)
+    flag("eigen_smooth", eigen_smooth)
     samples = positive_int("samples", samples)
     noise = number("noise", noise, low=0.0, hint=" (a fraction of the image's value range, e.g. 0.15)")
     seed = seed_value(seed)
@@ -216,4 +235,4 @@ def smooth_grad_cam_plus_plus(
             advance(len(chunk))
     activation = clean.activation.double()
     weights = torch.cat([smooth_grad_cam_plus_plus_weights(activation[i : i + 1], grads[i]) for i in range(n)])
-    return finish(weighted_sum(weights, activation).float(), x.shape[-2:])
+    return finish(weighted_sum(weights, activation, eigen_smooth).float(), x.shape[-2:])

@@ -60,7 +60,9 @@ Adding a method
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import inspect
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -85,6 +87,7 @@ __all__ = [
     "Method",
     "Explanation",
     "METHODS",
+    "SMOOTHING",
     "FAMILIES",
     "register",
     "unregister",
@@ -96,6 +99,8 @@ __all__ = [
 ]
 
 FAMILIES = ("activation map", "gradient", "perturbation", "surrogate", "baseline")
+#: pytorch-grad-cam's two smoothing settings (``methods.aug_smooth``, ``cam_template.reduce_channels``).
+SMOOTHING = ("aug_smooth", "eigen_smooth")
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,27 @@ class Method:
             raise ValueError(f"{self.name}: a method with signed raw output needs a to_heatmap")
         if not self.slug or self.slug != self.slug.lower() or " " in self.slug:
             raise ValueError(f"slug must be lower case without spaces, got {self.slug!r}")
+
+    @property
+    def smoothing(self) -> tuple[str, ...]:
+        """Which of pytorch-grad-cam's ``aug_smooth`` and ``eigen_smooth`` the raw function accepts (a setting each)."""
+        parameters = inspect.signature(self.function).parameters
+        return tuple(s for s in SMOOTHING if s in parameters)
+
+    def with_settings(self, **settings) -> "Method":
+        """This entry with ``settings`` fixed, under the name ``"Grad-CAM (eigen_smooth=True)"``: a row of its own
+        in a comparison, e.g. lesson 11's measurement of the smoothing settings. Not registered."""
+        if not settings:
+            raise ValueError("with_settings needs at least one setting, e.g. eigen_smooth=True")
+        parameters = inspect.signature(self.function).parameters
+        unknown = [k for k in settings if k not in parameters]
+        if unknown:
+            raise ValueError(f"{self.name} has no setting {unknown[0]!r}; its settings are "
+                             f"{', '.join(p for p in parameters if p not in ('model', 'x', 'layer', 'target'))}")
+        shown = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+        slug = self.slug + "".join(f"-{k.replace('_', '-')}-{str(v).lower()}" for k, v in settings.items())
+        return replace(self, name=f"{self.name} ({shown})", slug=slug,
+                       function=functools.partial(self.function, **settings), default=False)
 
     def _args(self, model, x, layer):
         if self.needs_layer:

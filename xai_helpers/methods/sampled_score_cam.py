@@ -35,6 +35,7 @@ from torch import nn
 from ..engine import ReshapeTransform, Scorer, Target, finish, layer_pass
 from ..engine.inputs import batch_size_value, flag, number, positive_int, seed_value
 from ..engine.progress import check_progress
+from .aug_smooth import with_aug_smooth
 from .cam_template import weighted_sum
 from .score_cam import channel_masks, live_channels, most_active
 
@@ -86,17 +87,18 @@ def sampled_score_weights(model: nn.Module, x: torch.Tensor, activation: torch.T
     return weights
 
 
-def _layer_and_weights(model, x, layer, target, reshape_transform, weights_of):
+def _layer_and_weights(model, x, layer, target, reshape_transform, weights_of, eigen_smooth):
     recorded = layer_pass(model, x, layer, target, gradient=False, reshape_transform=reshape_transform)
     targets = target if recorded.classes is None else recorded.classes
     weights = weights_of(recorded, targets)
     with torch.inference_mode():
-        maps = weighted_sum(weights, recorded.activation.float())
+        maps = weighted_sum(weights, recorded.activation.float(), eigen_smooth)
     return finish(maps, x.shape[-2:], relu_first=False)
 
 
-def _check(samples, batch_size, progress, fold_bn, top_channels) -> int:
+def _check(samples, batch_size, progress, fold_bn, top_channels, eigen_smooth) -> int:
     samples = positive_int("samples", samples)
+    flag("eigen_smooth", eigen_smooth)
     batch_size_value(batch_size)
     check_progress(progress)
     flag("fold_bn", fold_bn)
@@ -105,9 +107,11 @@ def _check(samples, batch_size, progress, fold_bn, top_channels) -> int:
     return samples
 
 
+@with_aug_smooth
 def ss_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *, samples: int = 35,
            noise: float = 2.0, seed: int = 0, batch_size: int | None = None, progress=False, fold_bn: bool = True,
-           top_channels: int | None = None, reshape_transform: ReshapeTransform = None) -> torch.Tensor:
+           top_channels: int | None = None, reshape_transform: ReshapeTransform = None,
+           eigen_smooth: bool = False) -> torch.Tensor:
     """SS-CAM, Smoothed Score-CAM (Wang, Naidu, Michael, Kundu 2020, arXiv:2006.14255; equation numbers not
     checked here).
 
@@ -127,7 +131,7 @@ def ss_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target =
     Cost: 1 + samples x live channels forward passes. Other arguments and
     the return value as :func:`~xai_helpers.score_cam`.
     """
-    samples = _check(samples, batch_size, progress, fold_bn, top_channels)
+    samples = _check(samples, batch_size, progress, fold_bn, top_channels, eigen_smooth)
     noise = number("noise", noise, low=0.0, hint=" (the standard deviation added to the [0, 1] mask, e.g. 2.0)")
     seed = seed_value(seed)
     generators = [torch.Generator().manual_seed(seed) for _ in range(x.shape[0])]
@@ -143,12 +147,13 @@ def ss_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target =
                                      progress=progress, fold_bn=fold_bn, output=recorded.output,
                                      top_channels=top_channels, desc="SS-CAM masked passes", who="ss_cam")
 
-    return _layer_and_weights(model, x, layer, target, reshape_transform, weights_of)
+    return _layer_and_weights(model, x, layer, target, reshape_transform, weights_of, eigen_smooth)
 
 
+@with_aug_smooth
 def is_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target = None, *, samples: int = 10,
            batch_size: int | None = None, progress=False, fold_bn: bool = True, top_channels: int | None = None,
-           reshape_transform: ReshapeTransform = None) -> torch.Tensor:
+           reshape_transform: ReshapeTransform = None, eigen_smooth: bool = False) -> torch.Tensor:
     """IS-CAM, Integrated Score-CAM (Naidu, Ghosh, Maurya, Nayak K, Kundu 2020, arXiv:2010.03023; equation numbers
     not checked here).
 
@@ -165,7 +170,7 @@ def is_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target =
     channels forward passes. Other arguments and the return value as
     :func:`~xai_helpers.score_cam`.
     """
-    samples = _check(samples, batch_size, progress, fold_bn, top_channels)
+    samples = _check(samples, batch_size, progress, fold_bn, top_channels, eigen_smooth)
     coefficients = integration_coefficients(samples).to(x.device)
 
     def perturb(masks: torch.Tensor, rows: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
@@ -176,4 +181,4 @@ def is_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Target =
                                      progress=progress, fold_bn=fold_bn, output=recorded.output,
                                      top_channels=top_channels, desc="IS-CAM masked passes", who="is_cam")
 
-    return _layer_and_weights(model, x, layer, target, reshape_transform, weights_of)
+    return _layer_and_weights(model, x, layer, target, reshape_transform, weights_of, eigen_smooth)

@@ -26,6 +26,7 @@ from torch import nn
 from ..engine import ReshapeTransform, Scorer, Target, finish, layer_pass, minmax
 from ..engine.inputs import batch_size_value, choice, flag, positive_int
 from ..engine.progress import check_progress
+from .aug_smooth import with_aug_smooth
 from .cam_template import weighted_sum
 
 __all__ = ["score_cam", "score_cam_weights", "live_channels", "most_active", "channel_masks", "SCORE_CAM_SCORES"]
@@ -142,6 +143,7 @@ def score_cam_weights(
     return raw
 
 
+@with_aug_smooth
 def score_cam(
     model: nn.Module,
     x: torch.Tensor,
@@ -155,6 +157,7 @@ def score_cam(
     fold_bn: bool = True,
     reshape_transform: ReshapeTransform = None,
     top_channels: int | None = None,
+    eigen_smooth: bool = False,
 ) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020, Eqs. 3-4 and Algorithm 1; by default the authors' released code).
 
@@ -182,15 +185,17 @@ def score_cam(
             largest mean activation, and give the rest weight 0. An
             approximation for a first look, not the paper's method; None
             (default) scores every live channel.
+        eigen_smooth: as :func:`xai_helpers.grad_cam`, of the terms s_k^c A^k.
 
     Returns:
         (N, H, W) float32 heatmaps in [0, 1].
     """
     _check_options(batch_size, score, subtract_reference, fold_bn, progress, top_channels)
+    flag("eigen_smooth", eigen_smooth)
     recorded = layer_pass(model, x, layer, target, gradient=False, reshape_transform=reshape_transform)
     targets = target if recorded.classes is None else recorded.classes
     weights = score_cam_weights(model, x, recorded.activation, targets, batch_size, score, subtract_reference,
                                 progress, fold_bn, output=recorded.output, top_channels=top_channels)
     with torch.inference_mode():
-        maps = weighted_sum(weights, recorded.activation.float())
+        maps = weighted_sum(weights, recorded.activation.float(), eigen_smooth)
     return finish(maps, x.shape[-2:], relu_first=False)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..methods import METHODS, TABULAR_METHODS, by_slug
+from ..methods import METHODS, SMOOTHING, TABULAR_METHODS, by_slug
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1 (default: 0.5)")
     explain.add_argument("--preview", action="store_true",
                          help="run the slow methods with their preview settings (fewer samples or steps)")
+    explain.add_argument("--aug-smooth", action="store_true",
+                         help="average each CAM over 6 flipped and rescaled copies (pytorch-grad-cam's aug_smooth)")
+    explain.add_argument("--eigen-smooth", action="store_true",
+                         help="first principal component instead of the channel sum, for the CAMs that sum "
+                              "channels (pytorch-grad-cam's eigen_smooth)")
     sub.add_parser("samples", help="list the sample photos")
     sub.add_parser("methods", help="list the registered methods")
     return parser
@@ -108,9 +113,16 @@ def explain(args) -> int:
     heats = {}
     print(f"explaining class {target} '{loaded.categories[target]}':")
     width = max(len(m.name) for m in methods)
+    asked = [s for s in SMOOTHING if getattr(args, s)]
+    for s in asked:
+        without = [m.name for m in methods if s not in m.smoothing]
+        if without:
+            verb = "it runs" if len(without) == 1 else "they run"
+            print(f"  ({s} is not a setting of {', '.join(without)}; {verb} without it)")
     for method in methods:
         start = time.perf_counter()
-        settings = method.preview if args.preview else {}
+        settings = dict(method.preview) if args.preview else {}
+        settings.update({s: True for s in asked if s in method.smoothing})
         heats[method.name] = method(loaded.model, x, loaded.target_layer, target=target, **settings)[0]
         print(f"  {method.name:<{width}} {(time.perf_counter() - start) * 1000:8.0f} ms")
     fig = plot_overlays(image, heats, subtitles={n: label for n in heats}, alpha=args.alpha, cmap=args.cmap)
