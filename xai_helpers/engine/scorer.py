@@ -149,11 +149,14 @@ class Scorer:
         return parts if kinds else [p[:, 0] for p in parts]
 
     def gradient_sum(self, counts: Sequence[int], build: Build,
-                     weight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                     weight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                     squares: bool = False):
         """sum_j weight(i, j) * d score(input_ij) / d input_ij for each image i: (N, C, H, W) float64.
 
         ``weight(rows, cols) -> (B,)`` defaults to 1. Only the gradient with
-        respect to the inputs is taken, a batch at a time.
+        respect to the inputs is taken, a batch at a time. ``squares=True``
+        also accumulates sum_j weight(i, j) * (d score / d input_ij)^2 and
+        returns both sums.
         """
         rows_all, cols_all = self._jobs(counts)
         total = rows_all.numel()
@@ -163,6 +166,7 @@ class Scorer:
         with progress_bar(self.progress, total, self.desc) as advance, evaluating(net), \
                 torch.inference_mode(False), torch.enable_grad():
             acc = torch.zeros(self.x.shape, dtype=torch.float64, device=self.x.device)
+            acc_sq = torch.zeros_like(acc) if squares else None
             for start in range(0, total, self.batch_size):
                 rows, cols = rows_all[start : start + self.batch_size], cols_all[start : start + self.batch_size]
                 leaf = build(rows, cols).detach().clone().requires_grad_(True)
@@ -175,6 +179,9 @@ class Scorer:
                 (grad,) = torch.autograd.grad(values.sum(), leaf)
                 w = torch.ones(rows.numel(), dtype=torch.float64, device=acc.device) if weight is None \
                     else weight(rows, cols).to(device=acc.device, dtype=torch.float64)
-                acc.index_add_(0, rows, grad.double() * w.view(-1, 1, 1, 1))
+                grad = grad.double()
+                acc.index_add_(0, rows, grad * w.view(-1, 1, 1, 1))
+                if squares:
+                    acc_sq.index_add_(0, rows, grad.square() * w.view(-1, 1, 1, 1))
                 advance(rows.numel())
-        return acc
+        return (acc, acc_sq) if squares else acc
