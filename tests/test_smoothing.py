@@ -271,6 +271,9 @@ def test_with_settings_makes_a_row_of_its_own_and_refuses_unknown_settings():
     assert entry.smoothing == ("aug_smooth", "eigen_smooth")
     torch.testing.assert_close(entry(model, X, model.stage2, TARGETS),
                                xh.grad_cam(model, X, model.stage2, TARGETS, eigen_smooth=True), rtol=0, atol=0)
+    assert entry.passes() == (1, 1) and entry.cost == xh.METHODS["Grad-CAM"].cost
+    augmented = xh.METHODS["Grad-CAM"].with_settings(aug_smooth=True)
+    assert augmented.passes() == (7, 6) and augmented.cost.startswith("6 x (1 forward + 1 backward")
     with pytest.raises(ValueError, match="Grad-CAM has no setting 'samples'; its settings are reshape_transform"):
         xh.METHODS["Grad-CAM"].with_settings(samples=3)
     with pytest.raises(ValueError, match="at least one setting"):

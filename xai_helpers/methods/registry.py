@@ -207,7 +207,14 @@ class Method:
                              f"{', '.join(p for p in parameters if p not in ('model', 'x', 'layer', 'target'))}")
         shown = ", ".join(f"{k}={v!r}" for k, v in settings.items())
         slug = self.slug + "".join(f"-{k.replace('_', '-')}-{str(v).lower()}" for k, v in settings.items())
-        return replace(self, name=f"{self.name} ({shown})", slug=slug,
+        cost, passes = self.cost, self.passes
+        if settings.get("aug_smooth") is True:  # the six copies run as one batch, after one forward pass
+            cost = f"6 x ({self.cost}), on one batch of six copies, + 1 forward"
+
+            def passes(**sizes):
+                forward, backward = self.passes(**sizes)
+                return (6 * forward + 1, 6 * backward)
+        return replace(self, name=f"{self.name} ({shown})", slug=slug, cost=cost, passes=passes,
                        function=functools.partial(self.function, **settings), default=False)
 
     def _args(self, model, x, layer):
