@@ -274,3 +274,37 @@ def test_signed_maps_toggle_redraws_signed_methods_only(board, monkeypatch):
 
 def test_the_measure_button_label_is_not_cut(board):
     assert board.measure_button.layout.width == "auto"
+
+
+def test_smoothing_toggles_apply_to_the_methods_that_have_the_setting(lite0, monkeypatch):
+    board = xh.Dashboard(lite0, image="chelsea", methods=["Grad-CAM", "EigenCAM", "Saliency"])
+    x, layer = lite0.preprocess("chelsea"), lite0.target_layer
+    plain = {m: board.results[m].heat for m in board.selected_methods()}
+    board.smoothing_toggles["aug_smooth"].value = True
+    torch.testing.assert_close(board.results["Grad-CAM"].heat, xh.grad_cam(lite0.model, x, layer, 285, aug_smooth=True)[0])
+    torch.testing.assert_close(board.results["EigenCAM"].heat, xh.eigen_cam(lite0.model, x, layer, 285, aug_smooth=True)[0])
+    assert torch.equal(board.results["Saliency"].heat, plain["Saliency"])  # no such setting: unchanged
+    assert "<b>Grad-CAM</b> · aug_smooth:" in board.panels["Grad-CAM"][1].value
+    assert "aug_smooth" not in board.panels["Saliency"][1].value
+    board.smoothing_toggles["eigen_smooth"].value = True
+    torch.testing.assert_close(board.results["Grad-CAM"].heat,
+                               xh.grad_cam(lite0.model, x, layer, 285, aug_smooth=True, eigen_smooth=True)[0])
+    assert "· aug_smooth · eigen_smooth:" in board.panels["Grad-CAM"][1].value
+    assert "eigen_smooth" not in board.panels["EigenCAM"][1].value  # EigenCAM is a principal component already
+    calls = []
+    monkeypatch.setattr(xh.Method, "raw", lambda *a, **k: calls.append(1))
+    board.smoothing_toggles["eigen_smooth"].value = False
+    board.smoothing_toggles["aug_smooth"].value = False
+    assert calls == [] and board.message.value == ""  # both views were computed before: taken from the cache
+    assert all(torch.equal(board.results[m].heat, plain[m]) for m in plain)
+
+
+def test_smoothing_settings_refuse_bad_values(lite0):
+    from xai_helpers.ui.dashboard import DashboardState
+
+    state = DashboardState(lite0, methods=["Grad-CAM"])
+    with pytest.raises(ValueError, match="unknown smoothing setting 'blur'; choose from aug_smooth, eigen_smooth"):
+        state.set_smoothing("blur", True)
+    with pytest.raises(ValueError, match="aug_smooth must be True or False"):
+        state.set_smoothing("aug_smooth", "yes")
+    assert state.smoothing == {"aug_smooth": False, "eigen_smooth": False}

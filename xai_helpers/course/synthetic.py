@@ -34,6 +34,14 @@ methods can actually differ:
 
 The models trained on it (``"gap-hard"``, ``"mlp-hard"``, checkpoints
 ``data/synthetic_*_hard.pt``) come from the same script and seed.
+
+**The shortcut models** (``"gap-shortcut"``, ``"mlp-shortcut"``, checkpoints
+``data/synthetic_*_shortcut.pt``, lesson 14): the same architectures trained
+on the harder benchmark with the tag in its class's corner in a fraction
+:data:`SHORTCUT_CUE` of the images, so the tag predicts the class almost
+always (a planted Clever Hans). ``make_hard_dataset(n, seed, cue=0.0)``
+gives a test set in which the tag's corner is random, and ``cue=1.0`` one in
+which it always agrees with the class.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ __all__ = [
     "MODELS",
     "load_synthetic_model",
     "CHECKPOINTS",
+    "SHORTCUT_CUE",
 ]
 
 SIZE = 64
@@ -71,9 +80,13 @@ CHECKPOINTS = {
     "mlp": DATA_DIR / "synthetic_mlp.pt",
     "gap-hard": DATA_DIR / "synthetic_cnn_hard.pt",
     "mlp-hard": DATA_DIR / "synthetic_mlp_hard.pt",
+    "gap-shortcut": DATA_DIR / "synthetic_cnn_shortcut.pt",
+    "mlp-shortcut": DATA_DIR / "synthetic_mlp_shortcut.pt",
 }
 # How often the corner tag of the harder benchmark sits in its class's corner (else in a random one).
 HARD_CUE = 0.5
+# The same for the shortcut models' training set: the tag then agrees with the class in 0.95 + 0.05 / 3 of the images.
+SHORTCUT_CUE = 0.95
 CORNERS = ((1, 1), (1, 55), (55, 1))  # top-left corner of the 8 x 8 tag, one per class
 # Normalisation of the synthetic images: pixels in [0, 1] -> (x - 0.5) / 0.25.
 MEAN, STD = 0.5, 0.25
@@ -244,7 +257,8 @@ class SyntheticMLP(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS = {"gap": SyntheticCNN, "mlp": SyntheticMLP, "gap-hard": SyntheticCNN, "mlp-hard": SyntheticMLP}
+MODELS = {"gap": SyntheticCNN, "mlp": SyntheticMLP, "gap-hard": SyntheticCNN, "mlp-hard": SyntheticMLP,
+          "gap-shortcut": SyntheticCNN, "mlp-shortcut": SyntheticMLP}
 
 
 def load_synthetic_model(kind: str = "gap", path: str | Path | None = None) -> nn.Module:
@@ -252,7 +266,8 @@ def load_synthetic_model(kind: str = "gap", path: str | Path | None = None) -> n
 
     Args:
         kind: ``"gap"`` (:class:`SyntheticCNN`) or ``"mlp"`` (:class:`SyntheticMLP`), trained
-            on :func:`make_dataset`; ``"gap-hard"`` or ``"mlp-hard"``, trained on :func:`make_hard_dataset`.
+            on :func:`make_dataset`; ``"gap-hard"`` or ``"mlp-hard"``, trained on :func:`make_hard_dataset`;
+            ``"gap-shortcut"`` or ``"mlp-shortcut"``, trained on it with ``cue=SHORTCUT_CUE``.
         path: a checkpoint to load instead of the shipped one.
     """
     if kind not in MODELS:

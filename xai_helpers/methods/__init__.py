@@ -3,7 +3,7 @@
 =====================  ==========================================================
 ``registry``           ``METHODS`` (image methods) and ``TABULAR_METHODS``, the one list
 ``cam_template``       a layer method is ``combine(activation, gradient) -> map``; ``eigen_smooth``
-``aug_smooth``         pytorch-grad-cam's ``aug_smooth``: the mean map of six flipped and rescaled copies
+``aug_smooth``         pytorch-grad-cam's ``aug_smooth``: the mean map of six copies (flipped or not, x 0.9, 1, 1.1)
 ``cam``                CAM (Zhou et al. 2016)
 ``grad_cam``           Grad-CAM, Grad-CAM++ and Smooth Grad-CAM++
 ``cam_variants``       XGrad-CAM, HiResCAM, Grad-CAM element-wise, LayerCAM, EigenCAM, Eigen-Grad-CAM

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--preview", action="store_true",
                          help="run the slow methods with their preview settings (fewer samples or steps)")
     explain.add_argument("--aug-smooth", action="store_true",
-                         help="average each CAM over 6 flipped and rescaled copies (pytorch-grad-cam's aug_smooth)")
+                         help="average each CAM over 6 copies, flipped or not, values x 0.9, 1 or 1.1 (pytorch-grad-cam's aug_smooth)")
     explain.add_argument("--eigen-smooth", action="store_true",
                          help="first principal component instead of the channel sum, for the CAMs that sum "
                               "channels (pytorch-grad-cam's eigen_smooth)")

@@ -48,7 +48,7 @@ import torch
 
 from ..course.images import SAMPLES, load_image
 from ..course.model import LoadedModel, load_model
-from ..methods import METHODS, find_gap_linear
+from ..methods import METHODS, SMOOTHING, find_gap_linear
 from ..metrics import auc, confidence_kept, faithfulness
 from .figures import SAFE_CMAPS, overlay, signed_overlay
 
@@ -91,6 +91,7 @@ class DashboardState:
 
     def __init__(self, loaded: LoadedModel | None = None, methods=None):
         self.show_baselines = False
+        self.smoothing = dict.fromkeys(SMOOTHING, False)  # pytorch-grad-cam's settings, for the methods that have them
         if methods is None:
             methods = [name for name, entry in METHODS.items() if entry.default]
         methods = list(methods)
@@ -145,6 +146,18 @@ class DashboardState:
             raise ValueError(f"unknown layer {name!r}; choose from {', '.join(self.layer_names)}")
         self.layer_name = name
 
+    def set_smoothing(self, setting: str, on: bool) -> None:
+        """Turn ``aug_smooth`` or ``eigen_smooth`` on or off for every shown method that has it (lesson 11, section 10)."""
+        if setting not in SMOOTHING:
+            raise ValueError(f"unknown smoothing setting {setting!r}; choose from {', '.join(SMOOTHING)}")
+        if not isinstance(on, bool):
+            raise ValueError(f"{setting} must be True or False, got {type(on).__name__}")
+        self.smoothing[setting] = on
+
+    def settings_of(self, method: str) -> dict:
+        """The smoothing settings that are on and that ``method`` has, e.g. ``{"aug_smooth": True}``."""
+        return {s: True for s, on in self.smoothing.items() if on and s in METHODS[method].smoothing}
+
     def select(self, names) -> None:
         unknown = [m for m in names if m not in self.methods]
         if unknown:
@@ -154,11 +167,13 @@ class DashboardState:
     # --- computation ----------------------------------------------------------
     def compute(self, method: str, progress: Callable[[int, int], None] | None = None) -> Result:
         """The heatmap of ``method`` for the current image, target and layer (cached)."""
-        key = (self.image_key, self.target, self.layer_name, method)
+        smoothing = self.settings_of(method)
+        key = (self.image_key, self.target, self.layer_name, method) + ((tuple(smoothing),) if smoothing else ())
         if key not in self.cache:
             entry = METHODS[method]
             layer = self.loaded.layers.get(self.layer_name, self.loaded.target_layer)
             settings = {"progress": progress} if entry.reports_progress and progress is not None else {}
+            settings.update(smoothing)
             start = time.perf_counter()
             raw = entry.raw(self.loaded.model, self.x, layer, target=self.target, **settings)
             heat = entry.heatmap_of(raw)
@@ -243,8 +258,9 @@ class DashboardState:
         label = html.escape(self.loaded.categories[self.target]) if self.target is not None else ""
         if isinstance(result, Result):
             deletion = "" if result.deletion_auc is None else f"<br>deletion AUC {result.deletion_auc:.3f} (lower is better)"
+            smoothing = "".join(f" · {s}" for s in self.settings_of(method))
             return (
-                f"<b>{html.escape(method)}</b>: {label}<br>{result.seconds * 1000:.0f} ms · "
+                f"<b>{html.escape(method)}</b>{smoothing}: {label}<br>{result.seconds * 1000:.0f} ms · "
                 f"confidence with top 50% kept: {result.faithfulness:.0%}{deletion}"
             )
         if result is None:
@@ -303,6 +319,14 @@ class Dashboard:
                                        layout={"width": "auto"})
         self.signed_toggle = w.Checkbox(value=False, description="signed maps", indent=False,
                                         tooltip="draw signed attributions as signed: orange for the class, purple against")
+        self.smoothing_toggles = {
+            "aug_smooth": w.Checkbox(value=False, description="aug_smooth", indent=False,
+                                     tooltip="each CAM averaged over 6 copies of the photo, flipped or not, values x 0.9, 1, 1.1 (6x the "
+                                             "cost); nicer, not more faithful: lesson 11, section 10"),
+            "eigen_smooth": w.Checkbox(value=False, description="eigen_smooth", indent=False,
+                                       tooltip="the first principal component of the CAM's channel terms instead of "
+                                               "their sum; nicer, not more faithful: lesson 11, section 10"),
+        }
         self.note = w.HTML()
         self.layer = w.Dropdown(options=state.layer_names, value=state.layer_name, description="Layer")
         self.alpha = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="Opacity", continuous_update=False)
@@ -326,6 +350,7 @@ class Dashboard:
                 self.search,
                 w.HBox(list(self.method_boxes.values()), layout={"flex_flow": "row wrap"}),
                 w.HBox([self.baselines_toggle, self.signed_toggle, self.measure_button]),
+                w.HBox([w.HTML("pytorch-grad-cam's smoothing (CAM family):&nbsp;"), *self.smoothing_toggles.values()]),
                 w.HBox([self.layer, self.alpha, self.cmap]),
                 w.HBox([self.progress, self.status]),
                 self.message,
@@ -345,6 +370,9 @@ class Dashboard:
         self.alpha.observe(self._on_style, names="value")
         self.cmap.observe(self._on_style, names="value")
         self.signed_toggle.observe(self._on_style, names="value")
+        for setting, toggle in self.smoothing_toggles.items():
+            toggle.observe(lambda change, setting=setting: self._guard(self._apply_smoothing, setting, change["new"]),
+                           names="value")
 
         if self.image_picker.value:
             self._guard(self._load, self.image_picker.value, self.image_picker.value)
@@ -493,6 +521,10 @@ class Dashboard:
                 box.value = name in self.state.selected
         finally:
             self._busy = False
+        self.refresh()
+
+    def _apply_smoothing(self, setting: str, on: bool) -> None:
+        self.state.set_smoothing(setting, on)
         self.refresh()
 
     def measure(self) -> None:
