@@ -44,6 +44,7 @@ __all__ = [
     "layer_cam",
     "layer_cam_fusion",
     "layer_cam_map",
+    "layer_cam_terms",
     "xgrad_cam",
     "xgrad_cam_weights",
 ]
@@ -120,9 +121,14 @@ def grad_cam_elementwise(model: nn.Module, x: torch.Tensor, layer: nn.Module, ta
                          reshape_transform=reshape_transform)
 
 
+def layer_cam_terms(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """ReLU(g^k) ⊙ A^k: LayerCAM's (N, C, h, w) terms."""
+    return grads.clamp_min(0) * activation
+
+
 def layer_cam_map(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """sum_k ReLU(g^k) ⊙ A^k: LayerCAM's map before its ReLU, (N, h, w)."""
-    return (grads.clamp_min(0) * activation).sum(1)
+    return layer_cam_terms(activation, grads).sum(1)
 
 
 @with_aug_smooth
@@ -143,7 +149,7 @@ def layer_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: Targe
     :func:`layer_cam_fusion`. Args and returns as :func:`xai_helpers.grad_cam`.
     """
     return layer_heatmap(model, x, layer, target,
-                         lambda a, g: reduce_channels(g.clamp_min(0) * a, eigen_smooth),
+                         lambda a, g: reduce_channels(layer_cam_terms(a, g), eigen_smooth),
                          reshape_transform=reshape_transform)
 
 

@@ -28,14 +28,20 @@ __all__ = [
     "grad_cam_plus_plus",
     "grad_cam_plus_plus_weights",
     "grad_cam_sum",
+    "grad_cam_terms",
     "smooth_grad_cam_plus_plus",
     "smooth_grad_cam_plus_plus_weights",
 ]
 
 
+def grad_cam_terms(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """alpha_k^c A^k with alpha_k^c the spatial mean of the gradient (Eq. 1): the (N, C, h, w) terms of the map."""
+    return grads.mean((2, 3), keepdim=True) * activation
+
+
 def grad_cam_sum(activation: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """sum_k alpha_k^c A^k with alpha_k^c the spatial mean of the gradient (Eqs. 1-2, before the ReLU): (N, h, w)."""
-    return (grads.mean((2, 3), keepdim=True) * activation).sum(1)
+    """sum_k alpha_k^c A^k (Eqs. 1-2, before the ReLU): (N, h, w)."""
+    return grad_cam_terms(activation, grads).sum(1)
 
 
 @with_aug_smooth
@@ -78,7 +84,7 @@ def grad_cam(
         (N, H, W) float32 heatmaps in [0, 1].
     """
     return layer_heatmap(model, x, layer, target,
-                         lambda a, g: reduce_channels(g.mean((2, 3), keepdim=True) * a, eigen_smooth),
+                         lambda a, g: reduce_channels(grad_cam_terms(a, g), eigen_smooth),
                          reshape_transform=reshape_transform)
 
 

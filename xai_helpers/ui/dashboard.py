@@ -48,6 +48,7 @@ import torch
 
 from ..course.images import SAMPLES, load_image
 from ..course.model import LoadedModel, load_model
+from ..engine.inputs import flag
 from ..methods import METHODS, SMOOTHING, find_gap_linear
 from ..metrics import auc, confidence_kept, faithfulness
 from .figures import SAFE_CMAPS, overlay, signed_overlay
@@ -150,9 +151,7 @@ class DashboardState:
         """Turn ``aug_smooth`` or ``eigen_smooth`` on or off for every shown method that has it (lesson 11, section 10)."""
         if setting not in SMOOTHING:
             raise ValueError(f"unknown smoothing setting {setting!r}; choose from {', '.join(SMOOTHING)}")
-        if not isinstance(on, bool):
-            raise ValueError(f"{setting} must be True or False, got {type(on).__name__}")
-        self.smoothing[setting] = on
+        self.smoothing[setting] = flag(setting, on)
 
     def settings_of(self, method: str) -> dict:
         """The smoothing settings that are on and that ``method`` has, e.g. ``{"aug_smooth": True}``."""
